@@ -1,0 +1,49 @@
+//! What actually holds a lock against other processes: the kernel (`os`) or a
+//! marker file (`soft`). The in-process manager sits in front of a backend and
+//! calls it only when the process as a whole gains or loses the lock.
+
+pub(crate) mod marker;
+pub(crate) mod os;
+pub(crate) mod soft;
+
+use std::path::Path;
+
+use crate::{Holder, Mode, Result};
+
+/// One lock file as seen by one process.
+pub(crate) trait Backend: Send + Sync + 'static {
+    /// One attempt that does not wait. `Ok(false)`: another process holds it.
+    fn try_acquire(&self, mode: Mode) -> Result<bool>;
+
+    /// Waits until the lock is obtained (`Ok(true)`) or, where the backend can
+    /// stop early, until `wanted` says nobody in this process wants it any
+    /// more (`Ok(false)`). Runs on a dedicated thread, one per contended lock.
+    fn acquire_blocking(&self, mode: Mode, wanted: &dyn Fn() -> bool) -> Result<bool>;
+
+    /// Gives the lock back to other processes.
+    fn release(&self, mode: Mode) -> Result<()>;
+
+    /// Whether a process that already holds the lock in `Shared` mode may let
+    /// one more local reader in, or must first let a waiting writer through.
+    fn admits_reader(&self) -> Result<bool> {
+        Ok(true)
+    }
+
+    /// Sets the lock file's permission bits; called by the winner only.
+    fn set_mode(&self, _mode: u32) -> Result<()> {
+        Ok(())
+    }
+
+    /// The path used in messages.
+    fn path(&self) -> &Path;
+
+    /// Who holds the lock in another process, as far as can be known.
+    fn holder(&self) -> Result<Option<Holder>>;
+
+    /// Whether some process holds the lock, without disturbing it.
+    fn is_locked(&self) -> Result<bool>;
+
+    /// Breaks a lock whose holder is gone (soft locks); `force` breaks a live
+    /// holder's lock too.
+    fn break_lock(&self, force: bool) -> Result<()>;
+}

@@ -1,0 +1,76 @@
+//! Real file locks for native Rust and for WebAssembly plugins.
+//!
+//! `wasmlock` is one lock engine with several faces. This crate is the
+//! native one: [`FileLock`] on a path or an open file, kernel (`os`) or
+//! marker-file (`soft`) locks, exclusive or shared, sync or async, confined
+//! to a [`LockDir`] when paths come from someone you do not trust, plus a
+//! cross-process [`Semaphore`].
+//!
+//! ```
+//! use std::time::Duration;
+//! use wasmlock::{ErrorKind, FileLock};
+//! # let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("build.lock");
+//!
+//! let lock = FileLock::new(&path)?;
+//! let guard = lock.lock()?;                       // waits as long as it takes
+//!
+//! // Another handle — in this process or any other — is kept out.
+//! let other = FileLock::new(&path)?;
+//! std::thread::scope(|s| {
+//!     s.spawn(|| {
+//!         let err = other.lock_timeout(Duration::from_millis(50)).unwrap_err();
+//!         assert_eq!(err.kind(), ErrorKind::Timeout);
+//!     });
+//! });
+//! drop(guard);                                    // unlocks
+//! assert!(path.exists());                         // lock files are never deleted
+//! # Ok::<(), wasmlock::Error>(())
+//! ```
+//!
+//! # Semantics
+//!
+//! - **Waiting** is an explicit [`Wait`]: forever, try once, a timeout or a
+//!   deadline. Waiting for a lock held by another process blocks in the
+//!   kernel on one helper thread per contended file (soft locks: on
+//!   file-system events), never by polling on a timer, and local waiters are
+//!   served first-in first-out.
+//! - **Errors** have a [`kind`](Error::kind) from a closed set
+//!   ([`ErrorKind`]) and always name the lock path.
+//! - **Re-entrancy**: the owner (thread, or task for the async methods)
+//!   that holds a handle may lock it again; it counts, and must unlock as
+//!   often. Waiting forever for a lock the same owner holds through another
+//!   handle is a [`ErrorKind::Deadlock`] error, not a hang.
+//! - **Shared locks** are fair to writers: a writer waiting behind a stream
+//!   of readers is not starved, across processes too (on Linux).
+//! - **Lock files** of OS locks are never deleted (deleting splits the lock),
+//!   and a contender never writes, truncates or `chmod`s the holder's file.
+//! - **Soft locks** write `pid\nhostname\nstart-token\n` exactly like
+//!   py-filelock, so Python and Rust processes exclude each other, and a
+//!   marker left by a dead process on this host is broken safely.
+#![deny(missing_docs)]
+#![warn(
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub,
+    clippy::undocumented_unsafe_blocks
+)]
+
+mod backend;
+mod error;
+mod holder;
+mod lock;
+mod manager;
+mod owner;
+mod sandbox;
+mod semaphore;
+mod sys;
+mod wait;
+
+pub use error::{Error, ErrorKind, Result};
+pub use holder::Holder;
+pub use lock::{FileLock, FileLockBuilder, LockGuard};
+pub use owner::Owner;
+pub use sandbox::LockDir;
+pub use semaphore::{Permit, Semaphore};
+pub use wait::{Kind, Mode, Wait};

@@ -1,0 +1,854 @@
+//! `FileLock`: a lock on a path or on an open file, with RAII guards.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::backend::os::OsBackend;
+use crate::backend::soft::{SoftBackend, unsupported_shared};
+use crate::manager::{self, Entry, HolderId, Key, Pending};
+use crate::sandbox::Target;
+use crate::sys::{self, Create};
+use crate::{Error, ErrorKind, Holder, Kind, Mode, Owner, Result, Wait};
+
+/// How often a lock file may be found unlinked or replaced right after it was
+/// won before we give up (it takes a hostile peer to get there).
+const MAX_REPLACED: usize = 64;
+
+static NEXT_HANDLE: AtomicU64 = AtomicU64::new(1);
+
+/// A lock on a file, for threads, tasks and processes alike.
+///
+/// One `FileLock` is a handle: it can be shared between threads (it is
+/// `Sync`), and every thread is a separate owner — two threads locking the
+/// same handle exclude each other, while one thread locking it twice counts
+/// up (re-entrancy) and must unlock as often. Two handles on the same file,
+/// in this process or another, exclude each other; files are identified by
+/// device and inode, not by spelling. The async methods count the tokio task
+/// as owner instead of the thread.
+///
+/// ```
+/// use std::time::Duration;
+/// use wasmlock::{ErrorKind, FileLock};
+/// # let dir = tempfile::tempdir().unwrap();
+/// let lock = FileLock::new(dir.path().join("data.lock"))?;
+/// {
+///     let _guard = lock.lock()?;           // exclusive, waits as long as needed
+///     let _again = lock.lock()?;           // re-entrant: counts up
+///     assert_eq!(lock.hold_count(), 2);
+/// }                                        // guards unlock on drop
+/// assert_eq!(lock.hold_count(), 0);
+///
+/// let reader = lock.lock_shared_timeout(Duration::from_millis(100))?;
+/// reader.unlock()?;                        // explicit unlock reports errors
+/// # Ok::<(), wasmlock::Error>(())
+/// ```
+pub struct FileLock {
+    id: u64,
+    source: Source,
+    file_mode: Option<u32>,
+    fallback_to_soft: bool,
+    inner: Mutex<Inner>,
+}
+
+enum Source {
+    Path(Target),
+    File { file: File, display: PathBuf },
+}
+
+struct Inner {
+    kind: Kind,
+    entry: Option<Arc<Entry>>,
+    parent: Option<Arc<OwnedFd>>,
+    holds: HashMap<Owner, (Mode, u32)>,
+}
+
+impl std::fmt::Debug for FileLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileLock")
+            .field("path", &self.path())
+            .field("kind", &self.kind())
+            .finish()
+    }
+}
+
+/// Builds a [`FileLock`] with options.
+///
+/// ```
+/// use wasmlock::{FileLock, Kind};
+/// # let dir = tempfile::tempdir().unwrap();
+/// let lock = FileLock::builder(dir.path().join("shared.lock"))
+///     .mode(0o660)            // applied by the winner, after it holds the lock
+///     .fallback_to_soft(true) // on file systems without kernel locks
+///     .build()?;
+/// assert_eq!(lock.kind(), Kind::Os);
+/// # Ok::<(), wasmlock::Error>(())
+/// ```
+#[derive(Debug)]
+#[must_use]
+pub struct FileLockBuilder {
+    target: Result<Target>,
+    kind: Kind,
+    file_mode: Option<u32>,
+    fallback_to_soft: bool,
+}
+
+impl FileLockBuilder {
+    pub(crate) fn new(target: Result<Target>) -> FileLockBuilder {
+        FileLockBuilder {
+            target,
+            kind: Kind::Os,
+            file_mode: None,
+            fallback_to_soft: false,
+        }
+    }
+
+    /// Uses a soft lock (a marker file) instead of a kernel lock.
+    pub fn soft(self) -> Self {
+        self.kind(Kind::Soft)
+    }
+
+    /// Chooses the kind of lock.
+    pub fn kind(mut self, kind: Kind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// Permission bits for the lock file. Without it the umask decides and the
+    /// file is never `chmod`ed. With it, the process that wins the lock sets
+    /// them — never a contender, so a holder's file is never touched.
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.file_mode = Some(mode & 0o7777);
+        self
+    }
+
+    /// Falls back to a soft lock when the file system has no kernel locks
+    /// (`ENOLCK`, `ENOTSUP`, `ENOSYS`) instead of failing with
+    /// [`ErrorKind::Unsupported`].
+    pub fn fallback_to_soft(mut self, yes: bool) -> Self {
+        self.fallback_to_soft = yes;
+        self
+    }
+
+    /// Creates the handle. Nothing is opened or created until the first lock.
+    pub fn build(self) -> Result<FileLock> {
+        Ok(FileLock::with_source(
+            Source::Path(self.target?),
+            self.kind,
+            self.file_mode,
+            self.fallback_to_soft,
+            None,
+        ))
+    }
+}
+
+/// What `begin` found.
+enum Begin {
+    Held,
+    Wait(Arc<Entry>),
+}
+
+impl FileLock {
+    /// An OS lock on `path`. Missing parent directories are created at the
+    /// first lock.
+    pub fn new(path: impl AsRef<Path>) -> Result<FileLock> {
+        Self::builder(path).build()
+    }
+
+    /// A builder for a lock on `path` (kind, file mode, fallback).
+    pub fn builder(path: impl AsRef<Path>) -> FileLockBuilder {
+        let path = path.as_ref();
+        FileLockBuilder::new(
+            Target::ambient(path)
+                .map_err(|(kind, detail)| Error::new(kind, path).with_detail(detail)),
+        )
+    }
+
+    /// An OS lock on a file the caller already opened (like portalocker's
+    /// `lock(file, flags)` or py-filelock's `lock_descriptor`). It contends
+    /// with path-based locks on the same file, in this process and others.
+    ///
+    /// ```
+    /// use wasmlock::FileLock;
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("data.txt");
+    /// let file = std::fs::File::create(&path).unwrap();
+    /// let on_file = FileLock::from_file(file)?;
+    /// let by_path = FileLock::new(&path)?;
+    /// let _g = on_file.lock()?;
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| assert!(by_path.try_lock().is_err()));
+    /// });
+    /// # Ok::<(), wasmlock::Error>(())
+    /// ```
+    pub fn from_file(file: File) -> Result<FileLock> {
+        let display = fd_path(&file);
+        let st = sys::fstat(&file).map_err(|e| Error::from_io(e, &display))?;
+        if !st.is_file {
+            return Err(
+                Error::new(ErrorKind::InvalidPath, &display).with_detail("not a regular file")
+            );
+        }
+        Ok(FileLock::with_source(
+            Source::File { file, display },
+            Kind::Os,
+            None,
+            false,
+            None,
+        ))
+    }
+
+    fn with_source(
+        source: Source,
+        kind: Kind,
+        file_mode: Option<u32>,
+        fallback_to_soft: bool,
+        id: Option<u64>,
+    ) -> FileLock {
+        FileLock {
+            id: id.unwrap_or_else(|| NEXT_HANDLE.fetch_add(1, Ordering::Relaxed)),
+            source,
+            file_mode,
+            fallback_to_soft,
+            inner: Mutex::new(Inner {
+                kind,
+                entry: None,
+                parent: None,
+                holds: HashMap::new(),
+            }),
+        }
+    }
+
+    pub(crate) fn for_semaphore(target: Target, id: u64) -> FileLock {
+        FileLock::with_source(Source::Path(target), Kind::Os, None, false, Some(id))
+    }
+
+    /// The lock path, as given.
+    pub fn path(&self) -> &Path {
+        match &self.source {
+            Source::Path(t) => &t.display,
+            Source::File { display, .. } => display,
+        }
+    }
+
+    /// The kind in use (soft after a fallback).
+    pub fn kind(&self) -> Kind {
+        self.inner().kind
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap()
+    }
+
+    // ----- the public locking API -----------------------------------------
+
+    /// Locks exclusively, waiting as long as it takes.
+    ///
+    /// Waiting forever for a lock this thread already holds through another
+    /// handle fails at once with [`ErrorKind::Deadlock`].
+    pub fn lock(&self) -> Result<LockGuard<'_>> {
+        self.lock_with(Mode::Exclusive, Wait::Forever)
+    }
+
+    /// Locks exclusively if that is possible right now, else
+    /// [`ErrorKind::WouldBlock`].
+    pub fn try_lock(&self) -> Result<LockGuard<'_>> {
+        self.lock_with(Mode::Exclusive, Wait::TryOnce)
+    }
+
+    /// Locks exclusively, waiting at most `timeout`, else [`ErrorKind::Timeout`].
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<LockGuard<'_>> {
+        self.lock_with(Mode::Exclusive, Wait::Timeout(timeout))
+    }
+
+    /// Locks shared (with other readers), waiting as long as it takes.
+    pub fn lock_shared(&self) -> Result<LockGuard<'_>> {
+        self.lock_with(Mode::Shared, Wait::Forever)
+    }
+
+    /// Locks shared if that is possible right now.
+    pub fn try_lock_shared(&self) -> Result<LockGuard<'_>> {
+        self.lock_with(Mode::Shared, Wait::TryOnce)
+    }
+
+    /// Locks shared, waiting at most `timeout`.
+    pub fn lock_shared_timeout(&self, timeout: Duration) -> Result<LockGuard<'_>> {
+        self.lock_with(Mode::Shared, Wait::Timeout(timeout))
+    }
+
+    /// Locks in `mode`, waiting as `wait` says. The calling thread is the owner.
+    pub fn lock_with(&self, mode: Mode, wait: Wait) -> Result<LockGuard<'_>> {
+        let owner = Owner::current_thread();
+        self.acquire(owner, mode, wait)?;
+        Ok(LockGuard::new(self, owner, mode))
+    }
+
+    /// Async [`lock`](Self::lock): waits without blocking a thread. The
+    /// calling tokio task is the owner. Dropping the future gives up cleanly.
+    ///
+    /// ```
+    /// use wasmlock::FileLock;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), wasmlock::Error> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let lock = FileLock::new(dir.path().join("async.lock"))?;
+    /// let guard = lock.lock_async().await?;
+    /// guard.unlock()?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn lock_async(&self) -> Result<LockGuard<'_>> {
+        self.lock_with_async(Mode::Exclusive, Wait::Forever).await
+    }
+
+    /// Async [`lock_shared`](Self::lock_shared).
+    pub async fn lock_shared_async(&self) -> Result<LockGuard<'_>> {
+        self.lock_with_async(Mode::Shared, Wait::Forever).await
+    }
+
+    /// Async [`lock_timeout`](Self::lock_timeout).
+    pub async fn lock_timeout_async(&self, timeout: Duration) -> Result<LockGuard<'_>> {
+        self.lock_with_async(Mode::Exclusive, Wait::Timeout(timeout))
+            .await
+    }
+
+    /// Async [`lock_with`](Self::lock_with). Needs a tokio runtime with time
+    /// enabled when `wait` is bounded.
+    pub async fn lock_with_async(&self, mode: Mode, wait: Wait) -> Result<LockGuard<'_>> {
+        let owner = Owner::current_task();
+        self.acquire_async(owner, mode, wait).await?;
+        Ok(LockGuard::new(self, owner, mode))
+    }
+
+    /// Releases one hold of the calling thread without a guard (for code
+    /// that cannot keep one, e.g. after [`std::mem::forget`]). Fails with
+    /// [`ErrorKind::NotHeld`] when nobody holds this handle, and with
+    /// [`ErrorKind::NotOwner`] when only other threads do.
+    ///
+    /// ```
+    /// use wasmlock::{ErrorKind, FileLock};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let lock = FileLock::new(dir.path().join("u.lock"))?;
+    /// assert_eq!(lock.unlock().unwrap_err().kind(), ErrorKind::NotHeld);
+    /// std::mem::forget(lock.lock()?);
+    /// lock.unlock()?;
+    /// assert_eq!(lock.hold_count(), 0);
+    /// # Ok::<(), wasmlock::Error>(())
+    /// ```
+    pub fn unlock(&self) -> Result<()> {
+        self.release(Owner::current_thread())
+    }
+
+    /// How many times the calling thread holds this handle.
+    pub fn hold_count(&self) -> u32 {
+        self.hold_count_of(Owner::current_thread())
+    }
+
+    /// Drops every hold the calling thread has on this handle at once.
+    /// Returns how many there were.
+    pub fn force_unlock(&self) -> Result<u32> {
+        self.force_release(Owner::current_thread())
+    }
+
+    /// Whether anyone — this process or another — holds the lock, found
+    /// without disturbing the holder. Does not create the lock file.
+    ///
+    /// ```
+    /// use wasmlock::FileLock;
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let lock = FileLock::new(dir.path().join("q.lock"))?;
+    /// assert!(!lock.is_locked()?);
+    /// let g = lock.lock()?;
+    /// assert!(lock.is_locked()?);
+    /// drop(g);
+    /// assert!(!lock.is_locked()?);
+    /// # Ok::<(), wasmlock::Error>(())
+    /// ```
+    pub fn is_locked(&self) -> Result<bool> {
+        let Some(entry) = self.existing_entry()? else {
+            return Ok(false);
+        };
+        if entry.held_locally() {
+            return Ok(true);
+        }
+        entry.backend().is_locked()
+    }
+
+    /// Who holds the lock, if anyone (see [`Holder`] for what is known).
+    pub fn holder(&self) -> Result<Option<Holder>> {
+        let Some(entry) = self.existing_entry()? else {
+            return Ok(None);
+        };
+        if entry.held_locally() && self.kind() == Kind::Os {
+            return Ok(Some(Holder::new(
+                Some(sys::pid()),
+                Some(sys::host_name().to_owned()),
+                None,
+            )));
+        }
+        entry.backend().holder()
+    }
+
+    /// Breaks a stale soft lock: one whose holder is provably gone (same
+    /// host, process dead or its pid recycled), or a malformed marker. With
+    /// `force`, breaks a live holder's lock too. OS locks cannot be broken
+    /// ([`ErrorKind::Unsupported`]): the kernel frees them when the holder dies.
+    ///
+    /// ```
+    /// use wasmlock::{ErrorKind, FileLock};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("stale.lock");
+    /// // A marker left by a process that no longer exists.
+    /// std::fs::write(&path, format!("999999999\n{}\n", hostname()))?;
+    /// let lock = FileLock::builder(&path).soft().build()?;
+    /// lock.break_lock(false)?;
+    /// assert!(!path.exists());
+    /// # fn hostname() -> String {
+    /// #     let out = std::process::Command::new("hostname").output().unwrap();
+    /// #     String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn break_lock(&self, force: bool) -> Result<()> {
+        let entry = self.entry()?;
+        entry.backend().break_lock(force)?;
+        tracing::debug!(path = %self.path().display(), force, "broke lock");
+        Ok(())
+    }
+
+    // ----- the engine behind it, also used by guests and semaphores -------
+
+    pub(crate) fn hold_count_of(&self, owner: Owner) -> u32 {
+        self.inner().holds.get(&owner).map_or(0, |h| h.1)
+    }
+
+    pub(crate) fn holder_id(&self, owner: Owner) -> HolderId {
+        HolderId {
+            handle: self.id,
+            owner,
+        }
+    }
+
+    /// Acquires for `owner`, blocking the thread while waiting.
+    pub(crate) fn acquire(&self, owner: Owner, mode: Mode, wait: Wait) -> Result<()> {
+        let (wait, deadline) = fix_deadline(wait);
+        loop {
+            let entry = match self.begin(owner, mode, wait)? {
+                Begin::Held => return Ok(()),
+                Begin::Wait(entry) => entry,
+            };
+            let settled =
+                Pending::start(vec![entry.clone()], mode, self.holder_id(owner)).wait(deadline);
+            if self.finish(owner, mode, &entry, settled.map(drop))? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Acquires for `owner` without blocking a thread.
+    pub(crate) async fn acquire_async(&self, owner: Owner, mode: Mode, wait: Wait) -> Result<()> {
+        let (wait, deadline) = fix_deadline(wait);
+        loop {
+            let entry = match self.begin(owner, mode, wait)? {
+                Begin::Held => return Ok(()),
+                Begin::Wait(entry) => entry,
+            };
+            let settled = Pending::start(vec![entry.clone()], mode, self.holder_id(owner))
+                .into_future(deadline)
+                .await;
+            if self.finish(owner, mode, &entry, settled.map(drop))? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Re-entry, or one attempt; says whether waiting is needed.
+    fn begin(&self, owner: Owner, mode: Mode, wait: Wait) -> Result<Begin> {
+        if self.reenter(owner, mode)? {
+            return Ok(Begin::Held);
+        }
+        for _ in 0..MAX_REPLACED {
+            let entry = self.entry()?;
+            let id = self.holder_id(owner);
+            tracing::debug!(path = %self.path().display(), ?mode, "lock attempt");
+            match entry.try_acquire(id, mode) {
+                Ok(true) => {
+                    if self.complete(owner, mode, &entry)? {
+                        return Ok(Begin::Held);
+                    }
+                    continue;
+                }
+                Ok(false) => {}
+                Err(e) if self.fallback_applies(&e) => {
+                    self.switch_to_soft(&e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            return match wait {
+                Wait::TryOnce => Err(self.held_error(ErrorKind::WouldBlock, &entry)),
+                Wait::Forever if entry.would_deadlock(id, mode) => {
+                    Err(Error::new(ErrorKind::Deadlock, self.path()).with_detail(
+                        "this owner already holds the lock through another handle; \
+                         waiting forever would never end",
+                    ))
+                }
+                _ => {
+                    tracing::debug!(path = %self.path().display(), ?mode, "waiting");
+                    Ok(Begin::Wait(entry))
+                }
+            };
+        }
+        Err(self.replaced_error())
+    }
+
+    /// After a wait: `Ok(true)` held, `Ok(false)` try again.
+    fn finish(
+        &self,
+        owner: Owner,
+        mode: Mode,
+        entry: &Arc<Entry>,
+        settled: std::result::Result<(), Option<Error>>,
+    ) -> Result<bool> {
+        match settled {
+            Ok(()) => self.complete(owner, mode, entry),
+            Err(Some(e)) => Err(e),
+            Err(None) => Err(self.held_error(ErrorKind::Timeout, entry)),
+        }
+    }
+
+    /// The lock was granted: check the path still names it, then record.
+    pub(crate) fn complete(&self, owner: Owner, mode: Mode, entry: &Arc<Entry>) -> Result<bool> {
+        let id = self.holder_id(owner);
+        if !self.still_current(entry)? {
+            // Someone unlinked or replaced the lock file while we waited: the
+            // inode we hold is no longer what the path names.
+            entry.release(id)?;
+            self.forget_entry(entry);
+            tracing::debug!(path = %self.path().display(), "lock file was replaced; retrying");
+            return Ok(false);
+        }
+        if let Some(m) = self.file_mode
+            && let Err(e) = entry.backend().set_mode(m)
+        {
+            entry.release(id)?;
+            return Err(e);
+        }
+        self.inner().holds.insert(owner, (mode, 1));
+        tracing::debug!(path = %self.path().display(), ?mode, "acquired");
+        Ok(true)
+    }
+
+    /// Counts up if `owner` already holds this handle.
+    fn reenter(&self, owner: Owner, mode: Mode) -> Result<bool> {
+        let mut inner = self.inner();
+        let Some((held, count)) = inner.holds.get_mut(&owner) else {
+            if mode == Mode::Shared && inner.kind == Kind::Soft {
+                return Err(unsupported_shared(self.path()));
+            }
+            return Ok(false);
+        };
+        if !held.covers(mode) {
+            return Err(Error::new(ErrorKind::Deadlock, self.path()).with_detail(
+                "upgrading a shared hold to exclusive is not supported (two readers \
+                 upgrading would wait for each other); release the shared hold first",
+            ));
+        }
+        *count = count
+            .checked_add(1)
+            .ok_or_else(|| Error::new(ErrorKind::QuotaExceeded, self.path()))?;
+        Ok(true)
+    }
+
+    /// Releases one hold of `owner`.
+    pub(crate) fn release(&self, owner: Owner) -> Result<()> {
+        let mut inner = self.inner();
+        let Some((_, count)) = inner.holds.get_mut(&owner) else {
+            let kind = if inner.holds.is_empty() {
+                ErrorKind::NotHeld
+            } else {
+                ErrorKind::NotOwner
+            };
+            return Err(Error::new(kind, self.path()));
+        };
+        *count -= 1;
+        if *count > 0 {
+            return Ok(());
+        }
+        inner.holds.remove(&owner);
+        let entry = inner.entry.clone();
+        drop(inner);
+        self.release_entry(owner, entry)
+    }
+
+    fn release_entry(&self, owner: Owner, entry: Option<Arc<Entry>>) -> Result<()> {
+        let entry = entry.ok_or_else(|| Error::new(ErrorKind::NotHeld, self.path()))?;
+        entry.release(self.holder_id(owner))?;
+        tracing::debug!(path = %self.path().display(), "released");
+        Ok(())
+    }
+
+    /// Drops every hold of `owner`; returns how many there were.
+    pub(crate) fn force_release(&self, owner: Owner) -> Result<u32> {
+        let mut inner = self.inner();
+        let Some((_, count)) = inner.holds.remove(&owner) else {
+            return Ok(0);
+        };
+        let entry = inner.entry.clone();
+        drop(inner);
+        self.release_entry(owner, entry)?;
+        Ok(count)
+    }
+
+    fn still_current(&self, entry: &Entry) -> Result<bool> {
+        let (Source::Path(target), Key::Os(dev, ino)) = (&self.source, entry.key()) else {
+            return Ok(true);
+        };
+        let Some(parent) = self.inner().parent.clone() else {
+            return Ok(true);
+        };
+        let name = cname(target, self.path())?;
+        match sys::lstat_at(parent.as_fd(), &name) {
+            Ok(st) => Ok(st.key() == (*dev, *ino)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::from_io(e, self.path())),
+        }
+    }
+
+    fn fallback_applies(&self, e: &Error) -> bool {
+        self.fallback_to_soft
+            && e.kind() == ErrorKind::Unsupported
+            && matches!(self.source, Source::Path(_))
+            && self.inner().kind == Kind::Os
+    }
+
+    fn switch_to_soft(&self, why: &Error) {
+        tracing::warn!(path = %self.path().display(), error = %why, "kernel locks unsupported here; falling back to a soft lock");
+        let mut inner = self.inner();
+        inner.kind = Kind::Soft;
+        inner.entry = None;
+    }
+
+    fn forget_entry(&self, entry: &Arc<Entry>) {
+        let mut inner = self.inner();
+        if inner.entry.as_ref().is_some_and(|e| Arc::ptr_eq(e, entry)) {
+            inner.entry = None;
+        }
+    }
+
+    fn held_error(&self, kind: ErrorKind, entry: &Entry) -> Error {
+        let err = Error::new(kind, self.path());
+        match entry.backend().holder() {
+            Ok(Some(Holder { pid: Some(pid), .. })) => {
+                err.with_detail(format!("held by pid {pid}"))
+            }
+            _ => err,
+        }
+    }
+
+    fn replaced_error(&self) -> Error {
+        Error::new(ErrorKind::Io, self.path())
+            .with_detail("the lock file kept being replaced while locking")
+    }
+
+    /// The entry, opening (and creating) the lock file on first use.
+    pub(crate) fn entry(&self) -> Result<Arc<Entry>> {
+        let mut inner = self.inner();
+        if let Some(e) = &inner.entry {
+            return Ok(e.clone());
+        }
+        let entry = match &self.source {
+            Source::File { file, display } => {
+                let st = sys::fstat(file).map_err(|e| Error::from_io(e, display))?;
+                manager::entry(Key::Os(st.dev, st.ino), || {
+                    let dup = file.try_clone().map_err(|e| Error::from_io(e, display))?;
+                    Ok(Box::new(OsBackend::new(dup, display.clone())))
+                })?
+            }
+            Source::Path(target) => {
+                let parent = target.open_parent()?;
+                inner.parent = Some(parent.clone());
+                self.open_entry(target, parent, inner.kind)?
+            }
+        };
+        inner.entry = Some(entry.clone());
+        Ok(entry)
+    }
+
+    fn open_entry(&self, target: &Target, parent: Arc<OwnedFd>, kind: Kind) -> Result<Arc<Entry>> {
+        let path = &target.display;
+        let name = cname(target, path)?;
+        let io = |e: std::io::Error| classify_open(e, path);
+        match kind {
+            Kind::Os => {
+                let file =
+                    sys::open_at(parent.as_fd(), &name, Create::IfMissing, 0o666).map_err(io)?;
+                let st = sys::fstat(&file).map_err(io)?;
+                if !st.is_file {
+                    return Err(
+                        Error::new(ErrorKind::InvalidPath, path).with_detail("not a regular file")
+                    );
+                }
+                manager::entry(Key::Os(st.dev, st.ino), || {
+                    Ok(Box::new(OsBackend::new(file, path.clone())))
+                })
+            }
+            Kind::Soft => {
+                let dir = File::from(parent.try_clone().map_err(io)?);
+                let st = sys::fstat(&dir).map_err(io)?;
+                manager::entry(Key::Soft(st.dev, st.ino, target.name.clone()), || {
+                    Ok(Box::new(SoftBackend::new(
+                        parent,
+                        name,
+                        path.clone(),
+                        self.file_mode,
+                    )))
+                })
+            }
+        }
+    }
+
+    /// The entry if the lock file exists; never creates it.
+    fn existing_entry(&self) -> Result<Option<Arc<Entry>>> {
+        if let Some(e) = &self.inner().entry {
+            return Ok(Some(e.clone()));
+        }
+        if let Source::Path(target) = &self.source {
+            let parent = match target.open_parent_existing() {
+                Some(p) => p,
+                None => return Ok(None),
+            };
+            let name = cname(target, self.path())?;
+            match sys::lstat_at(parent.as_fd(), &name) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(Error::from_io(e, self.path())),
+                Ok(_) => {}
+            }
+        }
+        self.entry().map(Some)
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        // A guard cannot outlive its handle, but a forgotten one can: no hold
+        // may outlive the handle that took it.
+        let holds: Vec<Owner> = self.inner().holds.keys().copied().collect();
+        for owner in holds {
+            let _ = self.force_release(owner);
+        }
+    }
+}
+
+fn fix_deadline(wait: Wait) -> (Wait, Option<std::time::Instant>) {
+    let deadline = wait.deadline();
+    let fixed = match (wait, deadline) {
+        (Wait::Timeout(_), Some(at)) => Wait::Deadline(at),
+        (Wait::Timeout(_), None) => Wait::Forever,
+        _ => wait,
+    };
+    (fixed, deadline)
+}
+
+fn cname(target: &Target, path: &Path) -> Result<CString> {
+    sys::cname(&target.name).map_err(|e| Error::from_io(e, path))
+}
+
+fn classify_open(e: std::io::Error, path: &Path) -> Error {
+    let detail = match e.raw_os_error() {
+        Some(libc::ELOOP) => Some("the final component is a symbolic link"),
+        Some(libc::EISDIR) => Some("the path names a directory"),
+        Some(libc::ENXIO) => Some("not a regular file"),
+        Some(libc::EACCES) => Some("no permission to create or open the lock file for writing"),
+        Some(libc::EROFS) => Some("read-only file system"),
+        _ => None,
+    };
+    let kind_fix = e.raw_os_error() == Some(libc::ENXIO);
+    let err = Error::from_io(e, path);
+    let err = match detail {
+        Some(d) => err.with_detail(d),
+        None => err,
+    };
+    if kind_fix {
+        Error::new(ErrorKind::InvalidPath, path).with_detail("not a regular file")
+    } else {
+        err
+    }
+}
+
+/// A name for a file given by descriptor, for messages.
+fn fd_path(file: &File) -> PathBuf {
+    let fd = file.as_raw_fd();
+    std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .unwrap_or_else(|_| PathBuf::from(format!("<fd {fd}>")))
+}
+
+/// Holds a lock until dropped (or [`unlock`](LockGuard::unlock)ed).
+///
+/// ```
+/// use wasmlock::{FileLock, Mode};
+/// # let dir = tempfile::tempdir().unwrap();
+/// let lock = FileLock::new(dir.path().join("g.lock"))?;
+/// let guard = lock.lock_shared()?;
+/// assert_eq!(guard.mode(), Mode::Shared);
+/// drop(guard);
+/// assert_eq!(lock.hold_count(), 0);
+/// # Ok::<(), wasmlock::Error>(())
+/// ```
+#[must_use = "the lock is released when the guard is dropped"]
+pub struct LockGuard<'a> {
+    lock: &'a FileLock,
+    owner: Owner,
+    mode: Mode,
+    released: bool,
+}
+
+impl std::fmt::Debug for LockGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("path", &self.lock.path())
+            .field("mode", &self.mode)
+            .finish()
+    }
+}
+
+impl<'a> LockGuard<'a> {
+    fn new(lock: &'a FileLock, owner: Owner, mode: Mode) -> Self {
+        LockGuard {
+            lock,
+            owner,
+            mode,
+            released: false,
+        }
+    }
+
+    /// The mode this guard was granted in.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The lock this guard holds.
+    pub fn lock(&self) -> &'a FileLock {
+        self.lock
+    }
+
+    /// Releases this hold now and reports any error (drop only logs it).
+    pub fn unlock(mut self) -> Result<()> {
+        self.released = true;
+        self.lock.release(self.owner)
+    }
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        if !self.released
+            && let Err(e) = self.lock.release(self.owner)
+        {
+            tracing::warn!(path = %self.lock.path().display(), error = %e, "unlock on drop failed");
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! The in-process lock manager.
+//!
+//! Every lock file the process uses has one [`Entry`], found by what the file
+//! *is* (device and inode), not how it is spelled. The entry decides which
+//! local owner holds the lock, queues the others first-in first-out, and asks
+//! the backend for the lock only when the process as a whole gains it, giving
+//! it back when the last local holder leaves. When another process holds it,
+//! one thread per contended entry waits in the kernel (or on file-system
+//! events, for soft locks) and hands the lock to the head of the queue, so
+//! any number of local waiters cost no thread each and no polling.
+
+mod waiter;
+
+pub(crate) use waiter::Pending;
+use waiter::Waiter;
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::OsString;
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
+
+use crate::backend::Backend;
+use crate::{Error, ErrorKind, Mode, Owner, Result};
+
+/// What identifies a lock within the process.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Key {
+    /// An OS lock on the file (device, inode).
+    Os(u64, u64),
+    /// A soft lock: the marker name in the directory (device, inode).
+    Soft(u64, u64, OsString),
+}
+
+/// One hold in the manager's books: a handle, and the owner using it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct HolderId {
+    pub handle: u64,
+    pub owner: Owner,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Hold {
+    id: HolderId,
+    mode: Mode,
+}
+
+struct State {
+    /// What this process holds from the backend.
+    backend_mode: Option<Mode>,
+    holds: Vec<Hold>,
+    queue: VecDeque<(Arc<Waiter>, usize)>,
+    /// A thread is waiting on the backend for this entry.
+    blocking: bool,
+}
+
+pub(crate) struct Entry {
+    key: Key,
+    backend: Box<dyn Backend>,
+    state: Mutex<State>,
+}
+
+static REGISTRY: LazyLock<Mutex<HashMap<Key, Weak<Entry>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// The entry for `key`, made with `make` if the process has none yet.
+pub(crate) fn entry(
+    key: Key,
+    make: impl FnOnce() -> Result<Box<dyn Backend>>,
+) -> Result<Arc<Entry>> {
+    let mut map = REGISTRY.lock().unwrap();
+    if let Some(e) = map.get(&key).and_then(Weak::upgrade) {
+        return Ok(e);
+    }
+    let e = Arc::new(Entry {
+        key: key.clone(),
+        backend: make()?,
+        state: Mutex::new(State {
+            backend_mode: None,
+            holds: Vec::new(),
+            queue: VecDeque::new(),
+            blocking: false,
+        }),
+    });
+    map.insert(key, Arc::downgrade(&e));
+    Ok(e)
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        let mut map = REGISTRY.lock().unwrap();
+        if map.get(&self.key).is_some_and(|w| w.strong_count() == 0) {
+            map.remove(&self.key);
+        }
+    }
+}
+
+/// How a request stands against the current state.
+enum Take {
+    Taken,
+    /// A local holder, or the queue, is in the way.
+    Busy,
+    /// Another process holds it: wait on the backend.
+    Contended,
+}
+
+impl Entry {
+    pub(crate) fn backend(&self) -> &dyn Backend {
+        &*self.backend
+    }
+
+    pub(crate) fn key(&self) -> &Key {
+        &self.key
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap()
+    }
+
+    /// Tries to take the lock now, without queueing. `Ok(false)`: held.
+    pub(crate) fn try_acquire(self: &Arc<Self>, id: HolderId, mode: Mode) -> Result<bool> {
+        let mut st = self.state();
+        if !st.queue.is_empty() {
+            return Ok(false);
+        }
+        let took = matches!(self.take(&mut st, mode)?, Take::Taken);
+        if took {
+            st.holds.push(Hold { id, mode });
+        } else {
+            self.settle_backend(&mut st);
+        }
+        Ok(took)
+    }
+
+    /// Whether `owner` holds this lock through another handle in a way that
+    /// a request in `mode` would wait for forever.
+    pub(crate) fn would_deadlock(&self, id: HolderId, mode: Mode) -> bool {
+        self.state().holds.iter().any(|h| {
+            h.id.owner == id.owner
+                && h.id.handle != id.handle
+                && !(h.mode == Mode::Shared && mode == Mode::Shared)
+        })
+    }
+
+    /// Whether anyone in this process holds the lock.
+    pub(crate) fn held_locally(&self) -> bool {
+        !self.state().holds.is_empty()
+    }
+
+    pub(crate) fn release(self: &Arc<Self>, id: HolderId) -> Result<()> {
+        let mut st = self.state();
+        let Some(pos) = st.holds.iter().position(|h| h.id == id) else {
+            return Err(Error::new(ErrorKind::NotHeld, self.backend.path()));
+        };
+        st.holds.swap_remove(pos);
+        self.dispatch(&mut st);
+        Ok(())
+    }
+
+    fn enqueue(self: &Arc<Self>, waiter: &Arc<Waiter>, index: usize) {
+        let mut st = self.state();
+        st.queue.push_back((waiter.clone(), index));
+        self.dispatch(&mut st);
+    }
+
+    fn withdraw(self: &Arc<Self>, waiter: &Arc<Waiter>) {
+        let mut st = self.state();
+        st.queue.retain(|(w, _)| !Arc::ptr_eq(w, waiter));
+        // The withdrawn waiter may have been the one holding up the rest.
+        self.dispatch(&mut st);
+    }
+
+    /// Decides whether a request in `mode` can be granted now, taking the
+    /// lock from the backend if the process does not hold it yet.
+    fn take(&self, st: &mut State, mode: Mode) -> Result<Take> {
+        let compatible = match mode {
+            Mode::Exclusive => st.holds.is_empty(),
+            Mode::Shared => st.holds.iter().all(|h| h.mode == Mode::Shared),
+        };
+        if !compatible {
+            return Ok(Take::Busy);
+        }
+        if let Some(held) = st.backend_mode {
+            if held.covers(mode) {
+                // One more local reader must not cut in front of a writer
+                // that another process has waiting at the turnstile.
+                if held == Mode::Exclusive || self.backend.admits_reader()? {
+                    return Ok(Take::Taken);
+                }
+                if !st.holds.is_empty() {
+                    return Ok(Take::Busy);
+                }
+            }
+            // Nobody here holds it, but it is held in the wrong mode or a
+            // remote writer waits: give it back and queue like everyone else.
+            self.give_back(st);
+        }
+        if st.blocking {
+            return Ok(Take::Busy);
+        }
+        if self.backend.try_acquire(mode)? {
+            st.backend_mode = Some(mode);
+            Ok(Take::Taken)
+        } else {
+            Ok(Take::Contended)
+        }
+    }
+
+    fn give_back(&self, st: &mut State) {
+        if let Some(mode) = st.backend_mode.take()
+            && let Err(e) = self.backend.release(mode)
+        {
+            tracing::warn!(path = %self.backend.path().display(), error = %e, "releasing the lock failed");
+        }
+    }
+
+    /// Releases the backend lock when no one here holds or wants it.
+    fn settle_backend(&self, st: &mut State) {
+        if st.holds.is_empty() && st.queue.is_empty() {
+            self.give_back(st);
+        }
+    }
+
+    /// Grants the head of the queue while it can be granted.
+    fn dispatch(self: &Arc<Self>, st: &mut State) {
+        while let Some((front, index)) = st.queue.front().cloned() {
+            if !front.is_pending() {
+                st.queue.pop_front();
+                continue;
+            }
+            match self.take(st, front.mode) {
+                Ok(Take::Taken) => {
+                    st.queue.pop_front();
+                    if front.grant(index) {
+                        st.holds.push(Hold {
+                            id: front.holder,
+                            mode: front.mode,
+                        });
+                    }
+                }
+                Ok(Take::Busy) => break,
+                Ok(Take::Contended) => {
+                    self.spawn_blocking(st, front.mode);
+                    break;
+                }
+                Err(e) => {
+                    st.queue.pop_front();
+                    front.fail(e);
+                }
+            }
+        }
+        self.settle_backend(st);
+    }
+
+    fn spawn_blocking(self: &Arc<Self>, st: &mut State, mode: Mode) {
+        st.blocking = true;
+        let me = self.clone();
+        tracing::debug!(path = %self.backend.path().display(), ?mode, "waiting for another process");
+        let spawned = std::thread::Builder::new()
+            .name("wasmlock-wait".into())
+            .spawn(move || me.block(mode));
+        if let Err(e) = spawned {
+            st.blocking = false;
+            let err = Error::from_io(e, self.backend.path())
+                .with_detail("could not start the waiting thread");
+            for (w, _) in st.queue.drain(..) {
+                w.fail(err.clone());
+            }
+        }
+    }
+
+    /// Body of the waiting thread: wait on the backend for the head's mode,
+    /// then hand the lock over through `dispatch`.
+    fn block(self: Arc<Self>, mut mode: Mode) {
+        loop {
+            let wanted = || !self.state().queue.is_empty();
+            let result = self.backend.acquire_blocking(mode, &wanted);
+            let mut st = self.state();
+            match result {
+                Ok(true) => {
+                    st.blocking = false;
+                    st.backend_mode = Some(mode);
+                    self.dispatch(&mut st);
+                    return;
+                }
+                Ok(false) => match st.queue.front() {
+                    Some((w, _)) => mode = w.mode,
+                    None => {
+                        st.blocking = false;
+                        return;
+                    }
+                },
+                Err(e) => {
+                    st.blocking = false;
+                    for (w, _) in st.queue.drain(..) {
+                        w.fail(e.clone());
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}

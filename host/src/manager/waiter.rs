@@ -1,0 +1,214 @@
+//! One pending acquisition, queued in one or more entries (a semaphore waits
+//! on all its slots at once), waited for by a thread or by a future.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use super::{Entry, HolderId};
+use crate::{Error, Mode};
+
+/// Where a waiter stands.
+#[derive(Debug, Clone)]
+pub(crate) enum Outcome {
+    Pending,
+    /// Granted by the entry at this index of the wait list.
+    Granted(usize),
+    Failed(Error),
+    Cancelled,
+}
+
+struct Slot {
+    outcome: Outcome,
+    waker: Option<Waker>,
+}
+
+pub(crate) struct Waiter {
+    pub(crate) mode: Mode,
+    pub(crate) holder: HolderId,
+    slot: Mutex<Slot>,
+    cv: Condvar,
+}
+
+impl Waiter {
+    fn new(mode: Mode, holder: HolderId) -> Waiter {
+        Waiter {
+            mode,
+            holder,
+            slot: Mutex::new(Slot {
+                outcome: Outcome::Pending,
+                waker: None,
+            }),
+            cv: Condvar::new(),
+        }
+    }
+
+    /// Settles a pending waiter; false if it was already settled elsewhere.
+    fn settle(&self, outcome: Outcome) -> bool {
+        let mut slot = self.slot.lock().unwrap();
+        if !matches!(slot.outcome, Outcome::Pending) {
+            return false;
+        }
+        slot.outcome = outcome;
+        let waker = slot.waker.take();
+        drop(slot);
+        self.cv.notify_all();
+        if let Some(w) = waker {
+            w.wake();
+        }
+        true
+    }
+
+    pub(crate) fn grant(&self, index: usize) -> bool {
+        self.settle(Outcome::Granted(index))
+    }
+
+    pub(crate) fn fail(&self, err: Error) -> bool {
+        self.settle(Outcome::Failed(err))
+    }
+
+    pub(crate) fn is_pending(&self) -> bool {
+        matches!(self.slot.lock().unwrap().outcome, Outcome::Pending)
+    }
+
+    /// Cancels a pending waiter and returns what it was before: a grant that
+    /// raced with the cancellation is reported, never lost.
+    fn cancel(&self) -> Outcome {
+        let mut slot = self.slot.lock().unwrap();
+        let before = slot.outcome.clone();
+        if matches!(before, Outcome::Pending) {
+            slot.outcome = Outcome::Cancelled;
+        }
+        before
+    }
+
+    fn wait_until(&self, deadline: Option<Instant>) -> Outcome {
+        let mut slot = self.slot.lock().unwrap();
+        loop {
+            if !matches!(slot.outcome, Outcome::Pending) {
+                return slot.outcome.clone();
+            }
+            match deadline {
+                None => slot = self.cv.wait(slot).unwrap(),
+                Some(at) => {
+                    let now = Instant::now();
+                    if now >= at {
+                        return Outcome::Pending;
+                    }
+                    slot = self.cv.wait_timeout(slot, at - now).unwrap().0;
+                }
+            }
+        }
+    }
+
+    fn poll_outcome(&self, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let mut slot = self.slot.lock().unwrap();
+        if matches!(slot.outcome, Outcome::Pending) {
+            slot.waker = Some(cx.waker().clone());
+            Poll::Pending
+        } else {
+            Poll::Ready(slot.outcome.clone())
+        }
+    }
+}
+
+/// An acquisition queued in `entries`. Whatever happens to it, it leaves no
+/// lock behind: dropping it while pending withdraws it, and a grant that
+/// arrives during the withdrawal is handed back.
+pub(crate) struct Pending {
+    waiter: Arc<Waiter>,
+    entries: Vec<Arc<Entry>>,
+    done: bool,
+}
+
+/// What a timed-out or cancelled wait turns into.
+pub(crate) type Settled = Result<usize, Option<Error>>;
+
+impl Pending {
+    /// Queues one waiter in every entry; the first entry to grant wins.
+    pub(crate) fn start(entries: Vec<Arc<Entry>>, mode: Mode, holder: HolderId) -> Pending {
+        let waiter = Arc::new(Waiter::new(mode, holder));
+        for (i, e) in entries.iter().enumerate() {
+            e.enqueue(&waiter, i);
+        }
+        Pending {
+            waiter,
+            entries,
+            done: false,
+        }
+    }
+
+    /// Blocks the calling thread. `Err(None)` means the deadline passed.
+    pub(crate) fn wait(mut self, deadline: Option<Instant>) -> Settled {
+        let outcome = self.waiter.wait_until(deadline);
+        self.settle(outcome)
+    }
+
+    /// Waits as a future. `Err(None)` means the deadline passed.
+    pub(crate) fn into_future(self, deadline: Option<Instant>) -> PendingFuture {
+        let sleep = deadline.map(|at| Box::pin(tokio::time::sleep_until(at.into())));
+        PendingFuture {
+            pending: Some(self),
+            sleep,
+        }
+    }
+
+    fn settle(&mut self, outcome: Outcome) -> Settled {
+        let outcome = match outcome {
+            Outcome::Pending | Outcome::Cancelled => self.waiter.cancel(),
+            other => other,
+        };
+        self.done = true;
+        for (i, e) in self.entries.iter().enumerate() {
+            if !matches!(outcome, Outcome::Granted(g) if g == i) {
+                e.withdraw(&self.waiter);
+            }
+        }
+        match outcome {
+            Outcome::Granted(i) => Ok(i),
+            Outcome::Failed(e) => Err(Some(e)),
+            Outcome::Pending | Outcome::Cancelled => Err(None),
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let holder = self.waiter.holder;
+        if let Ok(i) = self.settle(Outcome::Cancelled) {
+            // Granted while being dropped: hand it on.
+            let _ = self.entries[i].release(holder);
+        }
+    }
+}
+
+/// The future form of [`Pending`]; dropping it withdraws the acquisition.
+pub(crate) struct PendingFuture {
+    pending: Option<Pending>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Future for PendingFuture {
+    type Output = Settled;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Settled> {
+        let this = &mut *self;
+        let Some(pending) = this.pending.as_mut() else {
+            panic!("PendingFuture polled after completion");
+        };
+        let outcome = match pending.waiter.poll_outcome(cx) {
+            Poll::Ready(o) => o,
+            Poll::Pending => match this.sleep.as_mut().map(|s| s.as_mut().poll(cx)) {
+                Some(Poll::Ready(())) => Outcome::Pending,
+                _ => return Poll::Pending,
+            },
+        };
+        let mut pending = this.pending.take().expect("checked above");
+        Poll::Ready(pending.settle(outcome))
+    }
+}

@@ -1,0 +1,302 @@
+//! Where lock files may live: a directory the caller grants (cap-std), and
+//! the checks that keep every lock path inside it.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
+
+use crate::{Error, ErrorKind, FileLock, FileLockBuilder, Result, Semaphore};
+
+/// A directory that lock files are created in, and never outside of.
+///
+/// Paths given to a `LockDir` are relative to it. Paths that would leave it —
+/// `..` above the top, absolute paths, symbolic links that point out — are
+/// refused with [`ErrorKind::PermissionDenied`], before anything is created.
+/// Missing directories inside it are created.
+///
+/// ```
+/// use wasmlock::{ErrorKind, LockDir};
+/// # let tmp = tempfile::tempdir().unwrap();
+/// let locks = LockDir::open_ambient(tmp.path())?;
+/// let job = locks.file_lock("jobs/42.lock")?;
+/// let _guard = job.lock()?;
+/// assert!(tmp.path().join("jobs/42.lock").exists());
+///
+/// let escape = locks.file_lock("../elsewhere.lock").unwrap_err();
+/// assert_eq!(escape.kind(), ErrorKind::PermissionDenied);
+/// # Ok::<(), wasmlock::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct LockDir {
+    dir: Arc<Dir>,
+    display: PathBuf,
+}
+
+impl std::fmt::Debug for LockDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockDir")
+            .field("path", &self.display)
+            .finish()
+    }
+}
+
+impl LockDir {
+    /// Opens (creating it if missing) a directory by its ambient path. This is
+    /// the one place ambient authority is used; everything below is relative.
+    pub fn open_ambient(path: impl AsRef<Path>) -> Result<LockDir> {
+        let path = path.as_ref();
+        let dir = open_ambient_dir(path)?;
+        Ok(LockDir {
+            dir: Arc::new(dir),
+            display: path.to_path_buf(),
+        })
+    }
+
+    /// Wraps a directory capability the caller already holds. `display` is
+    /// only used to name paths in errors and logs.
+    ///
+    /// ```
+    /// use cap_std::{ambient_authority, fs::Dir};
+    /// use wasmlock::LockDir;
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// let dir = Dir::open_ambient_dir(tmp.path(), ambient_authority()).unwrap();
+    /// let locks = LockDir::from_cap_std(dir, "/srv/locks");
+    /// let lock = locks.file_lock("a.lock")?;
+    /// assert_eq!(lock.path(), std::path::Path::new("/srv/locks/a.lock"));
+    /// # Ok::<(), wasmlock::Error>(())
+    /// ```
+    pub fn from_cap_std(dir: Dir, display: impl Into<PathBuf>) -> LockDir {
+        LockDir {
+            dir: Arc::new(dir),
+            display: display.into(),
+        }
+    }
+
+    /// The path this directory is shown as.
+    pub fn path(&self) -> &Path {
+        &self.display
+    }
+
+    /// An OS lock on `rel` inside this directory.
+    pub fn file_lock(&self, rel: impl AsRef<Path>) -> Result<FileLock> {
+        self.builder(rel).build()
+    }
+
+    /// A builder for a lock on `rel` inside this directory (kind, mode, ...).
+    ///
+    /// ```
+    /// use wasmlock::LockDir;
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// let locks = LockDir::open_ambient(tmp.path())?;
+    /// let soft = locks.builder("soft.lock").soft().build()?;
+    /// let _g = soft.lock()?;
+    /// # Ok::<(), wasmlock::Error>(())
+    /// ```
+    pub fn builder(&self, rel: impl AsRef<Path>) -> FileLockBuilder {
+        let rel = rel.as_ref();
+        FileLockBuilder::new(
+            Target::inside(self, rel).map_err(|kind_detail| self.error(rel, kind_detail)),
+        )
+    }
+
+    /// A semaphore of `slots` permits named `name` inside this directory.
+    pub fn semaphore(&self, name: &str, slots: usize) -> Result<Semaphore> {
+        Semaphore::in_dir(self, name, slots)
+    }
+
+    fn error(&self, rel: &Path, (kind, detail): (ErrorKind, &'static str)) -> Error {
+        Error::new(kind, self.display.join(rel)).with_detail(detail)
+    }
+}
+
+type Refusal = (ErrorKind, &'static str);
+
+/// Where a path-based lock lives: a root, a relative parent, a file name.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    root: Root,
+    parent: PathBuf,
+    pub(crate) name: OsString,
+    pub(crate) display: PathBuf,
+}
+
+#[derive(Clone)]
+enum Root {
+    Ambient(PathBuf),
+    Dir(Arc<Dir>),
+}
+
+impl std::fmt::Debug for Root {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Root::Ambient(p) => write!(f, "Ambient({})", p.display()),
+            Root::Dir(_) => f.write_str("Dir"),
+        }
+    }
+}
+
+/// Splits a path into parent and final component, refusing what cannot
+/// name a lock file.
+fn split(path: &Path) -> std::result::Result<(&Path, &OsStr), Refusal> {
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.is_empty() {
+        return Err((ErrorKind::InvalidPath, "the path is empty"));
+    }
+    if bytes.contains(&0) {
+        return Err((ErrorKind::InvalidPath, "the path contains a NUL byte"));
+    }
+    let (parent, name) = match bytes.iter().rposition(|&b| b == b'/') {
+        Some(0) => (&b"/"[..], &bytes[1..]),
+        Some(i) => (&bytes[..i], &bytes[i + 1..]),
+        None => (&b""[..], bytes),
+    };
+    match name {
+        b"" => return Err((ErrorKind::InvalidPath, "the path names a directory")),
+        b"." | b".." => return Err((ErrorKind::InvalidPath, "the path names a directory")),
+        _ => {}
+    }
+    if name.len() > 255 {
+        return Err((
+            ErrorKind::InvalidPath,
+            "the file name is longer than 255 bytes",
+        ));
+    }
+    Ok((
+        Path::new(OsStr::from_bytes(parent)),
+        OsStr::from_bytes(name),
+    ))
+}
+
+impl Target {
+    /// A lock path in the ambient file system.
+    pub(crate) fn ambient(path: &Path) -> std::result::Result<Target, Refusal> {
+        let (parent, name) = split(path)?;
+        let root = if parent.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            parent.to_path_buf()
+        };
+        Ok(Target {
+            root: Root::Ambient(root),
+            parent: PathBuf::new(),
+            name: name.to_owned(),
+            display: path.to_path_buf(),
+        })
+    }
+
+    /// A lock path inside a granted directory.
+    fn inside(dir: &LockDir, rel: &Path) -> std::result::Result<Target, Refusal> {
+        let (parent, name) = split(rel)?;
+        if rel.is_absolute() {
+            return Err((
+                ErrorKind::PermissionDenied,
+                "absolute paths are outside the lock directory",
+            ));
+        }
+        if rel.as_os_str().as_bytes().contains(&b'\\') {
+            return Err((
+                ErrorKind::InvalidPath,
+                "a backslash is not a path separator here; use '/'",
+            ));
+        }
+        // Refuse `..` that climbs above the top before touching anything;
+        // symbolic links that point out are refused by cap-std when resolved.
+        let mut depth = 0usize;
+        for part in parent.components() {
+            match part {
+                std::path::Component::ParentDir if depth == 0 => {
+                    return Err((
+                        ErrorKind::PermissionDenied,
+                        "the path leads outside the lock directory",
+                    ));
+                }
+                std::path::Component::ParentDir => depth -= 1,
+                std::path::Component::Normal(_) => depth += 1,
+                _ => {}
+            }
+        }
+        Ok(Target {
+            root: Root::Dir(dir.dir.clone()),
+            parent: parent.to_path_buf(),
+            name: name.to_owned(),
+            display: dir.display.join(rel),
+        })
+    }
+
+    /// Opens the parent directory, creating what is missing inside the root.
+    pub(crate) fn open_parent(&self) -> Result<Arc<OwnedFd>> {
+        let err = |e: std::io::Error| Error::from_io(e, &self.display);
+        let dir = match &self.root {
+            Root::Ambient(root) => open_ambient_dir(root).map_err(|e| e.at(&self.display))?,
+            Root::Dir(root) if self.parent.as_os_str().is_empty() => {
+                root.try_clone().map_err(err)?
+            }
+            Root::Dir(root) => {
+                root.create_dir_all(&self.parent).map_err(err)?;
+                root.open_dir(&self.parent).map_err(err)?
+            }
+        };
+        Ok(Arc::new(OwnedFd::from(dir.into_std_file())))
+    }
+}
+
+fn open_ambient_dir(path: &Path) -> Result<Dir> {
+    let err = |e: std::io::Error| Error::from_io(e, path);
+    if !path.as_os_str().is_empty() && !path.exists() {
+        std::fs::create_dir_all(path).map_err(err)?;
+    }
+    Dir::open_ambient_dir(path, ambient_authority()).map_err(err)
+}
+
+impl Error {
+    /// The same error, about another path.
+    pub(crate) fn at(mut self, path: &Path) -> Error {
+        self.set_path(path);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_refuses_what_cannot_be_a_file() {
+        for bad in ["", ".", "..", "a/", "a/.", "a/..", "/", "x\0y"] {
+            let err = split(Path::new(bad)).unwrap_err();
+            assert_eq!(err.0, ErrorKind::InvalidPath, "{bad:?}");
+        }
+        assert_eq!(
+            split(Path::new("a/b/c.lock")).unwrap(),
+            (Path::new("a/b"), OsStr::new("c.lock"))
+        );
+        assert_eq!(
+            split(Path::new("/c.lock")).unwrap(),
+            (Path::new("/"), OsStr::new("c.lock"))
+        );
+    }
+}
+
+impl Target {
+    /// The parent directory if it exists; creates nothing.
+    pub(crate) fn open_parent_existing(&self) -> Option<Arc<OwnedFd>> {
+        let dir = match &self.root {
+            Root::Ambient(root) => Dir::open_ambient_dir(root, ambient_authority()).ok()?,
+            Root::Dir(root) if self.parent.as_os_str().is_empty() => root.try_clone().ok()?,
+            Root::Dir(root) => root.open_dir(&self.parent).ok()?,
+        };
+        Some(Arc::new(OwnedFd::from(dir.into_std_file())))
+    }
+}
+
+impl LockDir {
+    pub(crate) fn target(&self, rel: impl AsRef<Path>) -> Result<Target> {
+        let rel = rel.as_ref();
+        Target::inside(self, rel).map_err(|refusal| self.error(rel, refusal))
+    }
+}

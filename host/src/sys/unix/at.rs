@@ -1,0 +1,165 @@
+//! File operations on one name inside a directory we hold open (`*at`
+//! syscalls). The name is a single path component, so nothing here can leave
+//! the directory.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd};
+use std::os::unix::ffi::OsStrExt;
+
+/// The parts of `lstat` the engine needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stat {
+    pub dev: u64,
+    pub ino: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+    pub is_file: bool,
+}
+
+impl Stat {
+    pub(crate) fn key(&self) -> (u64, u64) {
+        (self.dev, self.ino)
+    }
+}
+
+pub(crate) fn cname(name: &OsStr) -> io::Result<CString> {
+    CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// How to open the lock file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Create {
+    /// Create if missing, never truncate (OS lock files).
+    IfMissing,
+    /// Fail if it exists (soft markers).
+    New,
+    /// Open an existing file read-only (reading a marker).
+    ReadOnly,
+}
+
+/// Opens `name` in `dir` without following a symbolic link and without
+/// blocking on a FIFO.
+pub(crate) fn open_at(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    how: Create,
+    mode: u32,
+) -> io::Result<File> {
+    let base = libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
+    let flags = match how {
+        Create::IfMissing => base | libc::O_RDWR | libc::O_CREAT,
+        Create::New => base | libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+        Create::ReadOnly => base | libc::O_RDONLY,
+    };
+    loop {
+        // SAFETY: valid dir fd and NUL-terminated name.
+        let fd =
+            unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, mode as libc::c_uint) };
+        if fd >= 0 {
+            // SAFETY: we own the fresh fd.
+            return Ok(unsafe { File::from_raw_fd(fd) });
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
+        }
+    }
+}
+
+fn to_stat(st: &libc::stat) -> Stat {
+    Stat {
+        dev: st.st_dev,
+        ino: st.st_ino,
+        mtime_ns: i128::from(st.st_mtime) * 1_000_000_000 + i128::from(st.st_mtime_nsec),
+        ctime_ns: i128::from(st.st_ctime) * 1_000_000_000 + i128::from(st.st_ctime_nsec),
+        is_file: (st.st_mode & libc::S_IFMT) == libc::S_IFREG,
+    }
+}
+
+/// `lstat` of `name` in `dir`.
+pub(crate) fn lstat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Stat> {
+    // SAFETY: fstatat fills a zeroed stat struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    cvt(unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    Ok(to_stat(&st))
+}
+
+/// `fstat` of an open file.
+pub(crate) fn fstat(file: &File) -> io::Result<Stat> {
+    // SAFETY: fstat fills a zeroed stat struct for a valid fd.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    cvt(unsafe { libc::fstat(file.as_raw_fd(), &mut st) })?;
+    Ok(to_stat(&st))
+}
+
+/// Renames within `dir`. With `noreplace` the target must not exist.
+pub(crate) fn rename_at(
+    dir: BorrowedFd<'_>,
+    from: &CStr,
+    to: &CStr,
+    noreplace: bool,
+) -> io::Result<()> {
+    let fd = dir.as_raw_fd();
+    #[cfg(target_os = "linux")]
+    {
+        let flags = if noreplace { libc::RENAME_NOREPLACE } else { 0 };
+        // SAFETY: valid fds and NUL-terminated names.
+        cvt(unsafe { libc::renameat2(fd, from.as_ptr(), fd, to.as_ptr(), flags) }).map(drop)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        if noreplace && lstat_at(dir, to).is_ok() {
+            return Err(io::Error::from_raw_os_error(libc::EEXIST));
+        }
+        cvt(unsafe { libc::renameat(fd, from.as_ptr(), fd, to.as_ptr()) }).map(drop)
+    }
+}
+
+pub(crate) fn unlink_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    // SAFETY: valid fd and NUL-terminated name.
+    cvt(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) }).map(drop)
+}
+
+pub(crate) fn fchmod(file: &File, mode: u32) -> io::Result<()> {
+    // SAFETY: valid fd.
+    cvt(unsafe { libc::fchmod(file.as_raw_fd(), mode as libc::mode_t) }).map(drop)
+}
+
+/// 32 random hex digits for private file names.
+pub(crate) fn random_hex() -> String {
+    let mut buf = [0u8; 16];
+    let mut filled = 0;
+    while filled < buf.len() {
+        // SAFETY: writes at most the remaining length into buf.
+        let n =
+            unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
+        if n > 0 {
+            filled += n as usize;
+        } else if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            // Uniqueness, not secrecy, is what matters here.
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            buf.copy_from_slice(&(t ^ u128::from(std::process::id())).to_le_bytes());
+            break;
+        }
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,149 @@
+//! Unix: `flock` through fs4, an OFD record lock as turnstile, process identity.
+
+mod at;
+mod identity;
+mod proc_locks;
+mod watch;
+
+pub(crate) use at::{
+    Create, Stat, cname, fchmod, fstat, lstat_at, open_at, random_hex, rename_at, unlink_at,
+};
+pub(crate) use watch::DirWatch;
+
+pub(crate) use identity::{StartToken, host_name, pid_alive, process_start_token};
+pub(crate) use proc_locks::flock_holders;
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+
+use fs4::{FileExt, TryLockError};
+
+use crate::Mode;
+
+/// One non-blocking `flock` attempt. `Ok(false)` means someone else holds it.
+pub(crate) fn flock_try(file: &File, mode: Mode) -> io::Result<bool> {
+    let result = match mode {
+        Mode::Exclusive => FileExt::try_lock(file),
+        Mode::Shared => FileExt::try_lock_shared(file),
+    };
+    match result {
+        Ok(()) => Ok(true),
+        Err(TryLockError::WouldBlock) => Ok(false),
+        Err(TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// Blocks in the kernel until the `flock` is granted.
+pub(crate) fn flock_wait(file: &File, mode: Mode) -> io::Result<()> {
+    retry_eintr(|| match mode {
+        Mode::Exclusive => FileExt::lock(file),
+        Mode::Shared => FileExt::lock_shared(file),
+    })
+}
+
+pub(crate) fn flock_release(file: &File) -> io::Result<()> {
+    retry_eintr(|| FileExt::unlock(file))
+}
+
+fn retry_eintr(mut f: impl FnMut() -> io::Result<()>) -> io::Result<()> {
+    loop {
+        match f() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// The turnstile keeps a stream of readers from starving a writer across
+/// processes: a writer that has to wait holds it (exclusive) while it waits
+/// for the `flock`, and readers pass through it (shared) before taking theirs.
+/// It is an open-file-description record lock on one byte far past any data,
+/// which on Linux is independent of `flock` and owned like it (per open file).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Turnstile;
+
+#[cfg(target_os = "linux")]
+impl Turnstile {
+    const OFFSET: libc::off_t = libc::off_t::MAX - 1;
+
+    fn op(file: &File, ty: libc::c_int, cmd: libc::c_int) -> io::Result<bool> {
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = ty as libc::c_short;
+        fl.l_whence = libc::SEEK_SET as libc::c_short;
+        fl.l_start = Self::OFFSET;
+        fl.l_len = 1;
+        loop {
+            // SAFETY: fcntl with a valid fd and a pointer to an initialised flock struct.
+            let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl as *mut libc::flock) };
+            if rc == 0 {
+                return Ok(true);
+            }
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) | Some(libc::EACCES) if cmd == libc::F_OFD_SETLK => {
+                    return Ok(false);
+                }
+                _ => return Err(err),
+            }
+        }
+    }
+
+    fn ty(mode: Mode) -> libc::c_int {
+        match mode {
+            Mode::Exclusive => libc::F_WRLCK,
+            Mode::Shared => libc::F_RDLCK,
+        }
+    }
+
+    /// Passes the turnstile without waiting; `Ok(false)` if a writer waits there.
+    pub(crate) fn try_enter(file: &File, mode: Mode) -> io::Result<bool> {
+        Self::op(file, Self::ty(mode), libc::F_OFD_SETLK)
+    }
+
+    pub(crate) fn enter(file: &File, mode: Mode) -> io::Result<()> {
+        Self::op(file, Self::ty(mode), libc::F_OFD_SETLKW).map(drop)
+    }
+
+    pub(crate) fn leave(file: &File) -> io::Result<()> {
+        Self::op(file, libc::F_UNLCK, libc::F_OFD_SETLK).map(drop)
+    }
+
+    /// Whether the turnstile can be used on this file: not on NFS, where
+    /// `flock` is emulated with record locks that would collide with it.
+    pub(crate) fn usable(file: &File) -> bool {
+        // SAFETY: fstatfs fills the struct for a valid fd.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) };
+        const NFS_SUPER_MAGIC: i64 = 0x6969;
+        const SMB_SUPER_MAGIC: i64 = 0x517b;
+        const CIFS_MAGIC_NUMBER: i64 = 0xff53_4d42;
+        rc == 0
+            && !matches!(
+                st.f_type as i64,
+                NFS_SUPER_MAGIC | SMB_SUPER_MAGIC | CIFS_MAGIC_NUMBER
+            )
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+impl Turnstile {
+    pub(crate) fn try_enter(_: &File, _: Mode) -> io::Result<bool> {
+        Ok(true)
+    }
+    pub(crate) fn enter(_: &File, _: Mode) -> io::Result<()> {
+        Ok(())
+    }
+    pub(crate) fn leave(_: &File) -> io::Result<()> {
+        Ok(())
+    }
+    pub(crate) fn usable(_: &File) -> bool {
+        false
+    }
+}
+
+/// This process's id.
+pub(crate) fn pid() -> u32 {
+    std::process::id()
+}

@@ -1,0 +1,66 @@
+//! Waking on changes in a directory (inotify), for soft-lock waiters.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+/// Wakes when an entry of one directory is removed or renamed away. Where
+/// inotify is missing, or changes come from another machine (NFS), only the
+/// timeout of [`DirWatch::wait`] wakes the waiter: the polling fallback.
+pub(crate) struct DirWatch {
+    fd: Option<OwnedFd>,
+}
+
+impl DirWatch {
+    pub(crate) fn new(dir: BorrowedFd<'_>) -> DirWatch {
+        DirWatch {
+            fd: Self::open(dir).ok(),
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn open(dir: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+        // SAFETY: plain syscalls; the fd is owned immediately.
+        let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // inotify wants a path; the directory's /proc/self/fd entry names
+        // exactly the directory we hold, wherever it lives now.
+        let path = std::ffi::CString::new(format!("/proc/self/fd/{}", dir.as_raw_fd()))
+            .expect("no NUL in a formatted path");
+        let mask = libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_DELETE_SELF | libc::IN_ATTRIB;
+        let rc = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), mask) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(fd)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn open(_: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+
+    /// Waits for a change or for `timeout`, whichever comes first.
+    pub(crate) fn wait(&self, timeout: Duration) {
+        let Some(fd) = &self.fd else {
+            std::thread::sleep(timeout);
+            return;
+        };
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: one valid pollfd.
+        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if rc > 0 {
+            let mut buf = [0u8; 4096];
+            // Drain: the events only say "look again".
+            while unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! Test support: child processes that take locks, and helpers.
+//!
+//! A child is this very test binary, re-run with `--ignored --exact
+//! child_entry` and its role in `WASMLOCK_CHILD`. It reports on stdout with
+//! lines like `LOCKED`, and waits for orders on stdin.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+use wasmlock::{FileLock, Kind, LockDir, Mode, Semaphore, Wait};
+
+pub const ROLE_VAR: &str = "WASMLOCK_CHILD";
+
+/// A running child process with a line-based protocol.
+pub struct Child {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: Receiver<String>,
+    pub pid: u32,
+}
+
+impl Child {
+    /// Starts a child with the given role words.
+    pub fn spawn(role: &[&str]) -> Child {
+        let exe = std::env::current_exe().unwrap();
+        let mut child = Command::new(exe)
+            .args([
+                "--ignored",
+                "--exact",
+                "child_entry",
+                "--nocapture",
+                "--test-threads=1",
+                "-q",
+            ])
+            .env(ROLE_VAR, role.join("\u{1f}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn child");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let pid = child.id();
+        Child {
+            stdin: child.stdin.take(),
+            child,
+            lines: rx,
+            pid,
+        }
+    }
+
+    /// Waits for a protocol line starting with `prefix`; returns the rest.
+    pub fn expect(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        return rest.trim().to_owned();
+                    }
+                    if line.starts_with("ERROR") {
+                        panic!("child {} failed: {line}", self.pid);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "child {} did not say {prefix:?} within {timeout:?}",
+                        self.pid
+                    )
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("child {} exited before saying {prefix:?}", self.pid)
+                }
+            }
+        }
+    }
+
+    /// Whether a line starting with `prefix` arrives within `timeout`.
+    pub fn says_within(&mut self, prefix: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return true,
+                Ok(_) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Sends one line to the child.
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// SIGKILL: no cleanup code runs in the child.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Closes stdin and waits for the child to exit successfully.
+    pub fn finish(mut self) {
+        drop(self.stdin.take());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "child {} exited with {status}", self.pid);
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn mode(word: &str) -> Mode {
+    match word {
+        "ex" => Mode::Exclusive,
+        "sh" => Mode::Shared,
+        other => panic!("bad mode {other}"),
+    }
+}
+
+fn kind(word: &str) -> Kind {
+    match word {
+        "os" => Kind::Os,
+        "soft" => Kind::Soft,
+        other => panic!("bad kind {other}"),
+    }
+}
+
+fn open(path: &str, k: &str) -> FileLock {
+    FileLock::builder(path).kind(kind(k)).build().unwrap()
+}
+
+fn wait_line() -> Option<String> {
+    let mut line = String::new();
+    match std::io::stdin().read_line(&mut line) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(line.trim().to_owned()),
+    }
+}
+
+/// Micros since the Unix epoch, comparable across processes.
+pub fn now_us() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros()
+}
+
+/// The body of a child process. Returns quietly when not a child.
+pub fn child_main() {
+    let Ok(role) = std::env::var(ROLE_VAR) else {
+        return;
+    };
+    let words: Vec<&str> = role.split('\u{1f}').collect();
+    let result = std::panic::catch_unwind(|| run_role(&words));
+    if let Err(e) = result {
+        let msg = e
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        println!("ERROR {msg}");
+        std::process::exit(3);
+    }
+    std::process::exit(0);
+}
+
+fn run_role(words: &[&str]) {
+    match words {
+        // Take the lock, say so, hold it until told (or stdin closes).
+        ["hold", path, m, k] => {
+            let lock = open(path, k);
+            let g = lock.lock_with(mode(m), Wait::Forever).unwrap();
+            println!("LOCKED {}", now_us());
+            let _ = wait_line();
+            drop(g);
+            println!("RELEASED {}", now_us());
+        }
+        // One try; report the outcome's kind.
+        ["try", path, m, k] => {
+            let lock = open(path, k);
+            match lock.lock_with(mode(m), Wait::TryOnce) {
+                Ok(_) => println!("RESULT ok"),
+                Err(e) => println!("RESULT {:?}", e.kind()),
+            }
+        }
+        // Read-increment-write a counter file `n` times under the lock.
+        ["counter", path, counter, n, k] => {
+            let lock = open(path, k);
+            for _ in 0..n.parse::<u32>().unwrap() {
+                let _g = lock.lock().unwrap();
+                bump(Path::new(counter));
+            }
+            println!("DONE");
+        }
+        // Readers that overlap: `n` holds of `hold_ms` each, back to back.
+        ["reader-chain", path, n, hold_ms] => {
+            let lock = open(path, "os");
+            for _ in 0..n.parse::<u32>().unwrap() {
+                let g = lock.lock_shared().unwrap();
+                std::thread::sleep(Duration::from_millis(hold_ms.parse().unwrap()));
+                drop(g);
+            }
+            println!("DONE {}", now_us());
+        }
+        // Take a semaphore permit and hold it until told.
+        ["permit", dir, name, slots] => {
+            let sem = Semaphore::new(dir, name, slots.parse().unwrap()).unwrap();
+            let p = sem.acquire().unwrap();
+            println!("PERMIT {}", p.slot());
+            let _ = wait_line();
+            drop(p);
+        }
+        // Semaphore load: `n` rounds of take, check the witness, give back.
+        ["permit-load", dir, name, slots, n, witness] => {
+            let sem = Semaphore::new(dir, name, slots.parse().unwrap()).unwrap();
+            let witness = LockDir::open_ambient(witness).unwrap();
+            for _ in 0..n.parse::<u32>().unwrap() {
+                let p = sem.acquire().unwrap();
+                // Slot witness: an exclusive try on a per-slot witness lock
+                // must succeed, or two processes hold the same slot.
+                let w = witness.file_lock(format!("w{}", p.slot())).unwrap();
+                let g = w.try_lock().expect("two holders of one semaphore slot");
+                std::thread::sleep(Duration::from_micros(200));
+                drop(g);
+                drop(p);
+            }
+            println!("DONE");
+        }
+        other => panic!("unknown child role {other:?}"),
+    }
+}
+
+/// Read, add one, write back: loses updates unless serialised.
+pub fn bump(counter: &Path) {
+    let n: u64 = std::fs::read_to_string(counter)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    std::fs::write(counter, format!("{}\n", n + 1)).unwrap();
+}
+
+pub fn read_counter(counter: &Path) -> u64 {
+    std::fs::read_to_string(counter)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+pub const SHORT: Duration = Duration::from_millis(100);
+pub const LONG: Duration = Duration::from_secs(20);
+
+/// Whether we run in CI, where a missing interop tool is a failure.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
+}
+
+/// Skips (locally) or fails (in CI) when an interop tool is missing.
+pub fn require(tool_ok: bool, what: &str) -> bool {
+    if tool_ok {
+        return true;
+    }
+    if in_ci() {
+        panic!("{what} is required in CI but missing");
+    }
+    eprintln!("SKIPPED: {what} is not available here");
+    false
+}
