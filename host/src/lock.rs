@@ -66,6 +66,9 @@ struct Inner {
     entry: Option<Arc<Entry>>,
     parent: Option<Arc<OwnedFd>>,
     holds: HashMap<Owner, (Mode, u32)>,
+    /// The lock file this handle created (device, inode), while it may still
+    /// be an unused placeholder.
+    created: Option<(u64, u64)>,
 }
 
 impl std::fmt::Debug for FileLock {
@@ -220,6 +223,7 @@ impl FileLock {
                 entry: None,
                 parent: None,
                 holds: HashMap::new(),
+                created: None,
             }),
         }
     }
@@ -629,6 +633,15 @@ impl FileLock {
     fn switch_to_soft(&self, why: &Error) {
         tracing::warn!(path = %self.path().display(), error = %why, "kernel locks unsupported here; falling back to a soft lock");
         let mut inner = self.inner();
+        // The empty file we just created would read as a live marker; only
+        // ours goes; a file someone else made may be their marker.
+        if let (Some(key), Some(parent), Source::Path(target)) =
+            (inner.created.take(), inner.parent.clone(), &self.source)
+            && let Ok(name) = cname(target, self.path())
+            && sys::lstat_at(parent.as_fd(), &name).is_ok_and(|st| st.key() == key)
+        {
+            let _ = sys::unlink_at(parent.as_fd(), &name);
+        }
         inner.kind = Kind::Soft;
         inner.entry = None;
     }
@@ -672,22 +685,31 @@ impl FileLock {
             Source::Path(target) => {
                 let parent = target.open_parent()?;
                 inner.parent = Some(parent.clone());
-                self.open_entry(target, parent, inner.kind)?
+                let kind = inner.kind;
+                self.open_entry(target, parent, kind, &mut inner.created)?
             }
         };
         inner.entry = Some(entry.clone());
         Ok(entry)
     }
 
-    fn open_entry(&self, target: &Target, parent: Arc<OwnedFd>, kind: Kind) -> Result<Arc<Entry>> {
+    fn open_entry(
+        &self,
+        target: &Target,
+        parent: Arc<OwnedFd>,
+        kind: Kind,
+        created: &mut Option<(u64, u64)>,
+    ) -> Result<Arc<Entry>> {
         let path = &target.display;
         let name = cname(target, path)?;
         let io = |e: std::io::Error| classify_open(e, path);
         match kind {
             Kind::Os => {
-                let file =
-                    sys::open_at(parent.as_fd(), &name, Create::IfMissing, 0o666).map_err(io)?;
+                let (file, made) = open_lock_file(parent.as_fd(), &name).map_err(io)?;
                 let st = sys::fstat(&file).map_err(io)?;
+                if made {
+                    *created = Some(st.key());
+                }
                 if !st.is_file {
                     return Err(
                         Error::new(ErrorKind::InvalidPath, path).with_detail("not a regular file")
@@ -752,6 +774,28 @@ fn fix_deadline(wait: Wait) -> (Wait, Option<std::time::Instant>) {
         _ => wait,
     };
     (fixed, deadline)
+}
+
+/// Opens the lock file, creating it if missing; says whether we created it.
+/// Opening an existing file without `O_CREAT` also avoids the refusal that
+/// sticky directories (`/tmp`) give for another user's file.
+fn open_lock_file(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &CString,
+) -> std::io::Result<(File, bool)> {
+    loop {
+        match sys::open_at(dir, name, Create::New, 0o666) {
+            Ok(f) => return Ok((f, true)),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => return Err(e),
+        }
+        match sys::open_at(dir, name, Create::Existing, 0) {
+            Ok(f) => return Ok((f, false)),
+            // Removed between the two opens: create it after all.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn cname(target: &Target, path: &Path) -> Result<CString> {
@@ -849,6 +893,41 @@ impl Drop for LockGuard<'_> {
             && let Err(e) = self.lock.release(self.owner)
         {
             tracing::warn!(path = %self.lock.path().display(), error = %e, "unlock on drop failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::os::INJECT_ERRNO;
+
+    #[test]
+    fn file_systems_without_locks_are_unsupported_or_fall_back_to_soft() {
+        let dir = tempfile::tempdir().unwrap();
+        for errno in [libc::ENOLCK, libc::EOPNOTSUPP, libc::ENOSYS] {
+            INJECT_ERRNO.with(|e| e.set(Some(errno)));
+            let path = dir.path().join(format!("nolocks-{errno}.lock"));
+            let strict = FileLock::new(&path).unwrap();
+            let err = strict.try_lock().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Unsupported, "errno {errno}");
+            assert_eq!(err.path(), path.as_path());
+
+            let soft_path = dir.path().join(format!("fallback-{errno}.lock"));
+            let lenient = FileLock::builder(&soft_path)
+                .fallback_to_soft(true)
+                .build()
+                .unwrap();
+            let g = lenient.lock().unwrap();
+            assert_eq!(lenient.kind(), Kind::Soft);
+            let marker = std::fs::read_to_string(&soft_path).unwrap();
+            assert!(
+                marker.starts_with(&format!("{}\n", std::process::id())),
+                "{marker:?}"
+            );
+            drop(g);
+            assert!(!soft_path.exists(), "the soft marker is removed on release");
+            INJECT_ERRNO.with(|e| e.set(None));
         }
     }
 }

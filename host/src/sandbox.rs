@@ -236,10 +236,20 @@ impl Target {
             Root::Dir(root) if self.parent.as_os_str().is_empty() => {
                 root.try_clone().map_err(err)?
             }
-            Root::Dir(root) => {
-                root.create_dir_all(&self.parent).map_err(err)?;
-                root.open_dir(&self.parent).map_err(err)?
-            }
+            // Open first: only a missing directory is created, and a link
+            // that leads out is refused by the resolver, not by mkdir.
+            Root::Dir(root) => match root.open_dir(&self.parent) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    match root.create_dir_all(&self.parent) {
+                        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                            return Err(err(e));
+                        }
+                        _ => {}
+                    }
+                    root.open_dir(&self.parent).map_err(err)?
+                }
+                other => other.map_err(err)?,
+            },
         };
         Ok(Arc::new(OwnedFd::from(dir.into_std_file())))
     }
@@ -261,6 +271,25 @@ impl Error {
     }
 }
 
+impl Target {
+    /// The parent directory if it exists; creates nothing.
+    pub(crate) fn open_parent_existing(&self) -> Option<Arc<OwnedFd>> {
+        let dir = match &self.root {
+            Root::Ambient(root) => Dir::open_ambient_dir(root, ambient_authority()).ok()?,
+            Root::Dir(root) if self.parent.as_os_str().is_empty() => root.try_clone().ok()?,
+            Root::Dir(root) => root.open_dir(&self.parent).ok()?,
+        };
+        Some(Arc::new(OwnedFd::from(dir.into_std_file())))
+    }
+}
+
+impl LockDir {
+    pub(crate) fn target(&self, rel: impl AsRef<Path>) -> Result<Target> {
+        let rel = rel.as_ref();
+        Target::inside(self, rel).map_err(|refusal| self.error(rel, refusal))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,24 +308,5 @@ mod tests {
             split(Path::new("/c.lock")).unwrap(),
             (Path::new("/"), OsStr::new("c.lock"))
         );
-    }
-}
-
-impl Target {
-    /// The parent directory if it exists; creates nothing.
-    pub(crate) fn open_parent_existing(&self) -> Option<Arc<OwnedFd>> {
-        let dir = match &self.root {
-            Root::Ambient(root) => Dir::open_ambient_dir(root, ambient_authority()).ok()?,
-            Root::Dir(root) if self.parent.as_os_str().is_empty() => root.try_clone().ok()?,
-            Root::Dir(root) => root.open_dir(&self.parent).ok()?,
-        };
-        Some(Arc::new(OwnedFd::from(dir.into_std_file())))
-    }
-}
-
-impl LockDir {
-    pub(crate) fn target(&self, rel: impl AsRef<Path>) -> Result<Target> {
-        let rel = rel.as_ref();
-        Target::inside(self, rel).map_err(|refusal| self.error(rel, refusal))
     }
 }

@@ -23,6 +23,13 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Gives the lock back to other processes.
     fn release(&self, mode: Mode) -> Result<()>;
 
+    /// Whether attempts may run while a waiting thread is in
+    /// [`acquire_blocking`](Backend::acquire_blocking). Not for `flock`: both
+    /// would act on the same open file description.
+    fn attempts_while_blocking(&self) -> bool {
+        false
+    }
+
     /// Whether a process that already holds the lock in `Shared` mode may let
     /// one more local reader in, or must first let a waiting writer through.
     fn admits_reader(&self) -> Result<bool> {

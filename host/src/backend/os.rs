@@ -28,8 +28,19 @@ impl OsBackend {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Makes `try_acquire` fail with this errno, as a file system without
+    /// kernel locks would (there is no such file system to mount here).
+    pub(crate) static INJECT_ERRNO: std::cell::Cell<Option<i32>> = const { std::cell::Cell::new(None) };
+}
+
 impl Backend for OsBackend {
     fn try_acquire(&self, mode: Mode) -> Result<bool> {
+        #[cfg(test)]
+        if let Some(errno) = INJECT_ERRNO.with(|e| e.get()) {
+            return Err(self.err(std::io::Error::from_raw_os_error(errno)));
+        }
         // Writers skip the turnstile when the lock is free; only a writer
         // that has to wait closes it, so readers are never held up needlessly.
         if mode == Mode::Shared && self.turnstile {

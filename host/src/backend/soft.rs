@@ -1,6 +1,7 @@
 //! Soft locks: a marker file that exists while the lock is held.
 
 use std::ffi::CString;
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -25,8 +26,9 @@ pub(crate) struct SoftBackend {
     name: CString,
     path: PathBuf,
     mode: u32,
-    /// The marker we created, while we hold it.
-    mine: Mutex<Option<(u64, u64)>>,
+    /// The marker we created, while we hold it. Keeping it open pins its
+    /// inode number: no successor's marker can carry it while we check.
+    mine: Mutex<Option<(File, (u64, u64))>>,
     /// A malformed marker first seen at this instant, identified by inode and times.
     malformed: Mutex<Option<(Stat, Instant)>>,
 }
@@ -66,7 +68,7 @@ impl SoftBackend {
         });
         match written {
             Ok(st) => {
-                *self.mine.lock().unwrap() = Some(st.key());
+                *self.mine.lock().unwrap() = Some((file, st.key()));
                 Ok(true)
             }
             Err(e) => {
@@ -88,8 +90,9 @@ impl SoftBackend {
         }
     }
 
-    /// Reads the marker; `None` when it vanished meanwhile.
-    fn read(&self) -> Result<Option<(Stat, Content)>> {
+    /// Reads the marker; `None` when it vanished meanwhile. The open file
+    /// comes back too: holding it pins the inode number being judged.
+    fn read(&self) -> Result<Option<(Stat, Content, File)>> {
         let dir = self.dir.as_fd();
         let st = match sys::lstat_at(dir, &self.name) {
             Ok(st) => st,
@@ -115,13 +118,13 @@ impl SoftBackend {
             .take(4096)
             .read_to_end(&mut buf)
             .map_err(|e| self.err(e))?;
-        Ok(Some((opened, marker::parse(&buf))))
+        Ok(Some((opened, marker::parse(&buf), file)))
     }
 
     /// Breaks the marker if its holder is provably gone. `Ok(true)`: the path
     /// is free now (or was already), try again.
     fn break_if_stale(&self) -> Result<bool> {
-        let Some((st, content)) = self.read()? else {
+        let Some((st, content, _pin)) = self.read()? else {
             return Ok(true);
         };
         let stale = match &content {
@@ -199,19 +202,24 @@ impl Backend for SoftBackend {
     fn acquire_blocking(&self, mode: Mode, wanted: &dyn Fn() -> bool) -> Result<bool> {
         // Watch first, then try: a release between the two is not missed.
         let watch = DirWatch::new(self.dir.as_fd());
-        loop {
+        // Checking `wanted` first: a marker taken for nobody would block
+        // others until the manager noticed and gave it back.
+        while wanted() {
             if self.try_acquire(mode)? {
                 return Ok(true);
             }
-            if !wanted() {
-                return Ok(false);
-            }
             watch.wait(POLL_FALLBACK);
         }
+        Ok(false)
+    }
+
+    fn attempts_while_blocking(&self) -> bool {
+        // Exclusive creation arbitrates between any number of attempts.
+        true
     }
 
     fn release(&self, _mode: Mode) -> Result<()> {
-        let Some(key) = self.mine.lock().unwrap().take() else {
+        let Some((_pin, key)) = self.mine.lock().unwrap().take() else {
             return Ok(());
         };
         if self.unlink_if(key) {
@@ -228,12 +236,12 @@ impl Backend for SoftBackend {
 
     fn holder(&self) -> Result<Option<Holder>> {
         Ok(match self.read()? {
-            Some((st, Content::Holder(m))) => Some(Holder::new(
+            Some((st, Content::Holder(m), _)) => Some(Holder::new(
                 Some(m.pid),
                 Some(m.host),
                 Some(system_time(st.mtime_ns)),
             )),
-            Some((st, _)) => Some(Holder::new(None, None, Some(system_time(st.mtime_ns)))),
+            Some((st, _, _)) => Some(Holder::new(None, None, Some(system_time(st.mtime_ns)))),
             None => None,
         })
     }
@@ -241,7 +249,7 @@ impl Backend for SoftBackend {
     /// Whether a marker exists whose holder is not provably gone.
     fn is_locked(&self) -> Result<bool> {
         Ok(match self.read()? {
-            Some((_, Content::Holder(m))) => !m.is_stale(),
+            Some((_, Content::Holder(m), _)) => !m.is_stale(),
             Some(_) => true,
             None => false,
         })
@@ -250,7 +258,7 @@ impl Backend for SoftBackend {
     /// Breaks the marker. Without `force`, only a marker whose holder is
     /// provably gone (or a malformed one) is broken.
     fn break_lock(&self, force: bool) -> Result<()> {
-        let Some((st, content)) = self.read()? else {
+        let Some((st, content, _pin)) = self.read()? else {
             return Err(
                 Error::new(ErrorKind::NotHeld, &self.path).with_detail("no marker to break")
             );

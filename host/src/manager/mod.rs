@@ -125,7 +125,7 @@ impl Entry {
         if took {
             st.holds.push(Hold { id, mode });
         } else {
-            self.settle_backend(&mut st);
+            self.settle_backend(&mut st)?;
         }
         Ok(took)
     }
@@ -151,21 +151,22 @@ impl Entry {
             return Err(Error::new(ErrorKind::NotHeld, self.backend.path()));
         };
         st.holds.swap_remove(pos);
-        self.dispatch(&mut st);
-        Ok(())
+        // A failure to give the lock back (a soft marker someone else
+        // removed) belongs to the caller releasing.
+        self.dispatch(&mut st)
     }
 
     fn enqueue(self: &Arc<Self>, waiter: &Arc<Waiter>, index: usize) {
         let mut st = self.state();
         st.queue.push_back((waiter.clone(), index));
-        self.dispatch(&mut st);
+        self.dispatch_logged(&mut st);
     }
 
     fn withdraw(self: &Arc<Self>, waiter: &Arc<Waiter>) {
         let mut st = self.state();
         st.queue.retain(|(w, _)| !Arc::ptr_eq(w, waiter));
         // The withdrawn waiter may have been the one holding up the rest.
-        self.dispatch(&mut st);
+        self.dispatch_logged(&mut st);
     }
 
     /// Decides whether a request in `mode` can be granted now, taking the
@@ -191,9 +192,9 @@ impl Entry {
             }
             // Nobody here holds it, but it is held in the wrong mode or a
             // remote writer waits: give it back and queue like everyone else.
-            self.give_back(st);
+            self.give_back(st)?;
         }
-        if st.blocking {
+        if st.blocking && !self.backend.attempts_while_blocking() {
             return Ok(Take::Busy);
         }
         if self.backend.try_acquire(mode)? {
@@ -204,23 +205,30 @@ impl Entry {
         }
     }
 
-    fn give_back(&self, st: &mut State) {
-        if let Some(mode) = st.backend_mode.take()
-            && let Err(e) = self.backend.release(mode)
-        {
-            tracing::warn!(path = %self.backend.path().display(), error = %e, "releasing the lock failed");
+    fn give_back(&self, st: &mut State) -> Result<()> {
+        match st.backend_mode.take() {
+            Some(mode) => self.backend.release(mode),
+            None => Ok(()),
         }
     }
 
     /// Releases the backend lock when no one here holds or wants it.
-    fn settle_backend(&self, st: &mut State) {
+    fn settle_backend(&self, st: &mut State) -> Result<()> {
         if st.holds.is_empty() && st.queue.is_empty() {
-            self.give_back(st);
+            self.give_back(st)?;
+        }
+        Ok(())
+    }
+
+    fn dispatch_logged(self: &Arc<Self>, st: &mut State) {
+        if let Err(e) = self.dispatch(st) {
+            tracing::warn!(path = %self.backend.path().display(), error = %e, "releasing the lock failed");
         }
     }
 
-    /// Grants the head of the queue while it can be granted.
-    fn dispatch(self: &Arc<Self>, st: &mut State) {
+    /// Grants the head of the queue while it can be granted, and gives the
+    /// lock back when nobody here holds or wants it.
+    fn dispatch(self: &Arc<Self>, st: &mut State) -> Result<()> {
         while let Some((front, index)) = st.queue.front().cloned() {
             if !front.is_pending() {
                 st.queue.pop_front();
@@ -247,7 +255,7 @@ impl Entry {
                 }
             }
         }
-        self.settle_backend(st);
+        self.settle_backend(st)
     }
 
     fn spawn_blocking(self: &Arc<Self>, st: &mut State, mode: Mode) {
@@ -278,7 +286,7 @@ impl Entry {
                 Ok(true) => {
                     st.blocking = false;
                     st.backend_mode = Some(mode);
-                    self.dispatch(&mut st);
+                    self.dispatch_logged(&mut st);
                     return;
                 }
                 Ok(false) => match st.queue.front() {

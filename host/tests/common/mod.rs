@@ -24,19 +24,41 @@ pub struct Child {
 }
 
 impl Child {
-    /// Starts a child with the given role words.
+    /// Starts a child (this test binary) with the given role words.
     pub fn spawn(role: &[&str]) -> Child {
+        Child::start(Self::own(role))
+    }
+
+    /// Like [`Child::spawn`], as an unprivileged user when we are root (so
+    /// that permission bits apply to it).
+    pub fn spawn_unprivileged(role: &[&str]) -> Child {
+        let mut cmd = Self::own(role);
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(65534).gid(65534);
+        }
+        Child::start(cmd)
+    }
+
+    fn own(role: &[&str]) -> Command {
         let exe = std::env::current_exe().unwrap();
-        let mut child = Command::new(exe)
-            .args([
-                "--ignored",
-                "--exact",
-                "child_entry",
-                "--nocapture",
-                "--test-threads=1",
-                "-q",
-            ])
-            .env(ROLE_VAR, role.join("\u{1f}"))
+        let mut cmd = Command::new(exe);
+        cmd.args([
+            "--ignored",
+            "--exact",
+            "child_entry",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env(ROLE_VAR, role.join("\u{1f}"));
+        cmd
+    }
+
+    /// Starts any program that speaks the line protocol.
+    pub fn start(mut cmd: Command) -> Child {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -195,7 +217,7 @@ fn run_role(words: &[&str]) {
             drop(g);
             println!("RELEASED {}", now_us());
         }
-        // One try; report the outcome's kind.
+        // One try on an ambient path; report the outcome's kind.
         ["try", path, m, k] => {
             let lock = open(path, k);
             match lock.lock_with(mode(m), Wait::TryOnce) {
@@ -245,6 +267,16 @@ fn run_role(words: &[&str]) {
                 drop(p);
             }
             println!("DONE");
+        }
+        // Open-and-try through a LockDir sandbox.
+        ["try-in", dir, rel, k] => {
+            let r = LockDir::open_ambient(dir)
+                .and_then(|d| d.builder(rel).kind(kind(k)).build())
+                .and_then(|l| l.try_lock().map(drop));
+            match r {
+                Ok(()) => println!("RESULT ok"),
+                Err(e) => println!("RESULT {:?}", e.kind()),
+            }
         }
         other => panic!("unknown child role {other:?}"),
     }

@@ -39,8 +39,8 @@ fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
 /// How to open the lock file.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Create {
-    /// Create if missing, never truncate (OS lock files).
-    IfMissing,
+    /// Open an existing file for reading and writing, never truncate.
+    Existing,
     /// Fail if it exists (soft markers).
     New,
     /// Open an existing file read-only (reading a marker).
@@ -57,8 +57,8 @@ pub(crate) fn open_at(
 ) -> io::Result<File> {
     let base = libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
     let flags = match how {
-        Create::IfMissing => base | libc::O_RDWR | libc::O_CREAT,
-        Create::New => base | libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+        Create::Existing => base | libc::O_RDWR,
+        Create::New => base | libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
         Create::ReadOnly => base | libc::O_RDONLY,
     };
     loop {
@@ -88,8 +88,9 @@ fn to_stat(st: &libc::stat) -> Stat {
 
 /// `lstat` of `name` in `dir`.
 pub(crate) fn lstat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Stat> {
-    // SAFETY: fstatat fills a zeroed stat struct.
+    // SAFETY: stat is plain old data; all-zero is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid dir fd, NUL-terminated name, and a stat to fill.
     cvt(unsafe {
         libc::fstatat(
             dir.as_raw_fd(),
@@ -103,8 +104,9 @@ pub(crate) fn lstat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Stat> {
 
 /// `fstat` of an open file.
 pub(crate) fn fstat(file: &File) -> io::Result<Stat> {
-    // SAFETY: fstat fills a zeroed stat struct for a valid fd.
+    // SAFETY: stat is plain old data; all-zero is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd and a stat to fill.
     cvt(unsafe { libc::fstat(file.as_raw_fd(), &mut st) })?;
     Ok(to_stat(&st))
 }

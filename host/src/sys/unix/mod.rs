@@ -68,6 +68,7 @@ impl Turnstile {
     const OFFSET: libc::off_t = libc::off_t::MAX - 1;
 
     fn op(file: &File, ty: libc::c_int, cmd: libc::c_int) -> io::Result<bool> {
+        // SAFETY: flock is plain old data; all-zero is a valid value.
         let mut fl: libc::flock = unsafe { std::mem::zeroed() };
         fl.l_type = ty as libc::c_short;
         fl.l_whence = libc::SEEK_SET as libc::c_short;
@@ -113,8 +114,9 @@ impl Turnstile {
     /// Whether the turnstile can be used on this file: not on NFS, where
     /// `flock` is emulated with record locks that would collide with it.
     pub(crate) fn usable(file: &File) -> bool {
-        // SAFETY: fstatfs fills the struct for a valid fd.
+        // SAFETY: statfs is plain old data; all-zero is a valid value.
         let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: valid fd and a statfs to fill.
         let rc = unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) };
         const NFS_SUPER_MAGIC: i64 = 0x6969;
         const SMB_SUPER_MAGIC: i64 = 0x517b;

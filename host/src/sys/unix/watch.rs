@@ -25,12 +25,14 @@ impl DirWatch {
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
+        // SAFETY: inotify_init1 returned a fresh fd that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         // inotify wants a path; the directory's /proc/self/fd entry names
         // exactly the directory we hold, wherever it lives now.
         let path = std::ffi::CString::new(format!("/proc/self/fd/{}", dir.as_raw_fd()))
             .expect("no NUL in a formatted path");
         let mask = libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_DELETE_SELF | libc::IN_ATTRIB;
+        // SAFETY: valid inotify fd and NUL-terminated path.
         let rc = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), mask) };
         if rc < 0 {
             return Err(io::Error::last_os_error());
@@ -60,6 +62,7 @@ impl DirWatch {
         if rc > 0 {
             let mut buf = [0u8; 4096];
             // Drain: the events only say "look again".
+            // SAFETY: reads at most buf.len() bytes into buf from a valid fd.
             while unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
         }
     }

@@ -1,0 +1,249 @@
+//! Soft locks: the marker, stale detection and safe breaking.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use wasmlock::{ErrorKind, FileLock, Kind};
+
+#[test]
+#[ignore = "helper: runs only as a child process"]
+fn child_entry() {
+    child_main();
+}
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+fn soft(path: &Path) -> FileLock {
+    FileLock::builder(path).soft().build().unwrap()
+}
+
+/// The host name line our own markers carry.
+fn our_host(path: &Path) -> String {
+    let lock = soft(path);
+    let g = lock.lock().unwrap();
+    let host = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    drop(g);
+    host
+}
+
+/// A pid that belonged to a process that has exited.
+fn dead_pid() -> u32 {
+    let mut c = std::process::Command::new("true").spawn().unwrap();
+    let pid = c.id();
+    c.wait().unwrap();
+    pid
+}
+
+#[test]
+fn the_marker_is_pid_host_token_and_goes_on_release() {
+    let dir = tmp();
+    let path = dir.path().join("m.lock");
+    let lock = soft(&path);
+    assert_eq!(lock.kind(), Kind::Soft);
+    let g = lock.lock().unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(text.ends_with('\n'));
+    assert_eq!(lines.len(), 3, "{text:?}");
+    assert_eq!(lines[0], std::process::id().to_string());
+    assert!(!lines[1].is_empty());
+    assert!(lines[2].bytes().all(|b| b.is_ascii_digit()));
+    let holder = lock.holder().unwrap().unwrap();
+    assert_eq!(holder.pid, Some(std::process::id()));
+    assert_eq!(holder.host.as_deref(), Some(lines[1]));
+    drop(g);
+    assert!(!path.exists());
+    assert!(lock.holder().unwrap().is_none());
+}
+
+#[test]
+fn soft_locks_are_exclusive_only() {
+    let dir = tmp();
+    let lock = soft(&dir.path().join("s.lock"));
+    let e = lock.lock_shared().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+    assert!(e.to_string().contains("exclusive"), "{e}");
+}
+
+#[test]
+fn a_dead_holders_marker_is_broken() {
+    let dir = tmp();
+    let path = dir.path().join("dead.lock");
+    let host = our_host(&path);
+    std::fs::write(&path, format!("{}\n{host}\n", dead_pid())).unwrap();
+    let lock = soft(&path);
+    assert!(!lock.is_locked().unwrap(), "a dead holder holds nothing");
+    let g = lock.try_lock().unwrap();
+    assert!(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .starts_with(&std::process::id().to_string())
+    );
+    drop(g);
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "no break files left: {left:?}");
+}
+
+#[test]
+fn a_recycled_pid_is_stale_but_a_matching_token_is_live() {
+    let dir = tmp();
+    let path = dir.path().join("recycled.lock");
+    let lock = soft(&path);
+    let g = lock.lock().unwrap();
+    let ours = std::fs::read_to_string(&path).unwrap();
+    drop(g);
+    let lines: Vec<&str> = ours.lines().collect();
+    // A live pid (ours) with the start token of some earlier process.
+    let token: u128 = lines[2].parse::<u128>().unwrap_or(1) ^ 1;
+    std::fs::write(&path, format!("{}\n{}\n{token}\n", lines[0], lines[1])).unwrap();
+    let other = soft(&path);
+    let g = other
+        .try_lock()
+        .expect("the recycled pid's marker is stale");
+    drop(g);
+    // The same pid with its real token is a live holder.
+    std::fs::write(&path, &ours).unwrap();
+    assert_eq!(other.try_lock().unwrap_err().kind(), ErrorKind::WouldBlock);
+    assert!(other.is_locked().unwrap());
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn another_hosts_marker_is_never_broken_automatically() {
+    let dir = tmp();
+    let path = dir.path().join("remote.lock");
+    std::fs::write(&path, format!("{}\nsome-other-host.example\n", dead_pid())).unwrap();
+    let lock = soft(&path);
+    assert_eq!(lock.try_lock().unwrap_err().kind(), ErrorKind::WouldBlock);
+    assert_eq!(
+        lock.lock_timeout(Duration::from_millis(300))
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Timeout
+    );
+    let e = lock.break_lock(false).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotOwner);
+    assert!(e.to_string().contains("some-other-host.example"), "{e}");
+    assert!(path.exists());
+    lock.break_lock(true).unwrap();
+    assert!(!path.exists());
+    drop(lock.try_lock().unwrap());
+}
+
+#[test]
+fn a_malformed_marker_is_broken_only_after_a_grace_period() {
+    let dir = tmp();
+    let path = dir.path().join("garbage.lock");
+    std::fs::write(&path, "not a marker").unwrap();
+    let lock = soft(&path);
+    assert_eq!(lock.try_lock().unwrap_err().kind(), ErrorKind::WouldBlock);
+    let t = Instant::now();
+    let g = lock.lock_timeout(Duration::from_secs(10)).unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+    drop(g);
+}
+
+#[test]
+fn an_empty_marker_is_a_holder_between_create_and_write_and_is_left_alone() {
+    let dir = tmp();
+    let path = dir.path().join("empty.lock");
+    std::fs::write(&path, "").unwrap();
+    let lock = soft(&path);
+    assert_eq!(
+        lock.lock_timeout(Duration::from_millis(2500))
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Timeout
+    );
+    assert!(path.exists());
+}
+
+#[test]
+fn a_live_holder_is_not_broken_without_force() {
+    let dir = tmp();
+    let path = dir.path().join("live.lock");
+    let mut c = Child::spawn(&["hold", path.to_str().unwrap(), "ex", "soft"]);
+    c.expect("LOCKED", LONG);
+    let lock = soft(&path);
+    let e = lock.break_lock(false).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotOwner);
+    assert_eq!(lock.holder().unwrap().unwrap().pid, Some(c.pid));
+    assert_eq!(lock.try_lock().unwrap_err().kind(), ErrorKind::WouldBlock);
+    // Released: the waiter is woken by the file-system event.
+    std::thread::scope(|s| {
+        let h = s.spawn(|| lock.lock_timeout(LONG).map(drop));
+        std::thread::sleep(Duration::from_millis(50));
+        c.send("release");
+        h.join().unwrap().unwrap();
+    });
+    c.finish();
+}
+
+#[test]
+fn release_never_removes_a_successors_marker() {
+    let dir = tmp();
+    let path = dir.path().join("succ.lock");
+    let a = soft(&path);
+    let g = a.lock().unwrap();
+    // Someone breaks our lock by force and another process takes it.
+    soft(&path).break_lock(true).unwrap();
+    let mut successor = Child::spawn(&["hold", path.to_str().unwrap(), "ex", "soft"]);
+    successor.expect("LOCKED", LONG);
+    let marker = std::fs::read_to_string(&path).unwrap();
+    assert!(marker.starts_with(&format!("{}\n", successor.pid)));
+    let e = g.unlock().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Lost);
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        marker,
+        "left alone"
+    );
+    successor.finish();
+    assert!(!path.exists());
+}
+
+#[test]
+fn a_symlink_at_the_marker_path_is_not_followed() {
+    let dir = tmp();
+    let target = dir.path().join("target");
+    std::fs::write(&target, "precious").unwrap();
+    let path = dir.path().join("link.lock");
+    std::os::unix::fs::symlink(&target, &path).unwrap();
+    let e = soft(&path).try_lock().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidPath);
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
+}
+
+#[test]
+fn soft_locks_exclude_threads_and_handles_in_one_process() {
+    let dir = tmp();
+    let path = dir.path().join("threads.lock");
+    let counter = dir.path().join("counter");
+    std::fs::write(&counter, "0").unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                let lock = soft(&path);
+                for _ in 0..50 {
+                    let _g = lock.lock().unwrap();
+                    bump(&counter);
+                }
+            });
+        }
+    });
+    assert_eq!(read_counter(&counter), 200);
+}
