@@ -70,7 +70,7 @@ mod wait;
 pub use error::{Error, ErrorKind, Result};
 pub use holder::Holder;
 pub use lock::{FileLock, FileLockBuilder, LockGuard};
-pub use owner::Owner;
+pub(crate) use owner::Owner;
 pub use sandbox::LockDir;
 pub use semaphore::{Permit, Semaphore};
 pub use wait::{Kind, Mode, Wait};

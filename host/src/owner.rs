@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// An identity that can hold locks. Distinct owners exclude each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Owner(u64);
+pub(crate) struct Owner(u64);
 
 static NEXT: AtomicU64 = AtomicU64::new(1);
 
@@ -17,12 +17,12 @@ const TASK_TAG: u64 = 1 << 63;
 
 impl Owner {
     /// A fresh owner that no one else has.
-    pub fn unique() -> Owner {
+    pub(crate) fn unique() -> Owner {
         Owner(NEXT.fetch_add(1, Ordering::Relaxed) & !TASK_TAG)
     }
 
     /// The calling thread.
-    pub fn current_thread() -> Owner {
+    pub(crate) fn current_thread() -> Owner {
         thread_local! {
             static ME: Owner = Owner::unique();
         }
@@ -30,7 +30,7 @@ impl Owner {
     }
 
     /// The calling tokio task, or the thread when not inside a task.
-    pub fn current_task() -> Owner {
+    pub(crate) fn current_task() -> Owner {
         match tokio::task::try_id() {
             Some(id) => {
                 let mut h = std::collections::hash_map::DefaultHasher::new();

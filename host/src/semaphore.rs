@@ -98,13 +98,11 @@ impl Semaphore {
         let owner = Owner::unique();
         let deadline = wait.deadline();
         loop {
-            if let Some(p) = self.try_each(owner)? {
-                return Ok(p);
-            }
-            let entries = self.entries(wait)?;
-            let settled =
-                Pending::start(entries.clone(), Mode::Exclusive, self.holder(owner)).wait(deadline);
-            if let Some(p) = self.settled(owner, &entries, settled)? {
+            let (entries, pending) = match self.step(owner, wait)? {
+                Step::Done(p) => return Ok(p),
+                Step::Wait(entries, pending) => (entries, pending),
+            };
+            if let Some(p) = self.settled(owner, &entries, pending.wait(deadline))? {
                 return Ok(p);
             }
         }
@@ -126,17 +124,25 @@ impl Semaphore {
         let owner = Owner::unique();
         let deadline = wait.deadline();
         loop {
-            if let Some(p) = self.try_each(owner)? {
-                return Ok(p);
-            }
-            let entries = self.entries(wait)?;
-            let settled = Pending::start(entries.clone(), Mode::Exclusive, self.holder(owner))
-                .into_future(deadline)
-                .await;
+            let (entries, pending) = match self.step(owner, wait)? {
+                Step::Done(p) => return Ok(p),
+                Step::Wait(entries, pending) => (entries, pending),
+            };
+            let settled = pending.into_future(deadline).await;
             if let Some(p) = self.settled(owner, &entries, settled)? {
                 return Ok(p);
             }
         }
+    }
+
+    /// Tries every slot; if all are taken, queues on all of them at once.
+    fn step(&self, owner: Owner, wait: Wait) -> Result<Step<'_>> {
+        if let Some(p) = self.try_each(owner)? {
+            return Ok(Step::Done(p));
+        }
+        let entries = self.entries(wait)?;
+        let pending = Pending::start(entries.clone(), Mode::Exclusive, self.holder(owner));
+        Ok(Step::Wait(entries, pending))
     }
 
     fn holder(&self, owner: Owner) -> HolderId {
@@ -183,6 +189,11 @@ impl Semaphore {
                 .with_detail("no slot became free in time")),
         }
     }
+}
+
+enum Step<'a> {
+    Done(Permit<'a>),
+    Wait(Vec<Arc<Entry>>, Pending),
 }
 
 /// One permit of a [`Semaphore`]; gives the slot back when dropped.

@@ -9,10 +9,6 @@ use std::time::Duration;
 use common::*;
 use wasmlock::{ErrorKind, FileLock};
 
-fn tmp() -> tempfile::TempDir {
-    tempfile::tempdir().unwrap()
-}
-
 fn have_flock() -> bool {
     Command::new("flock")
         .arg("--version")

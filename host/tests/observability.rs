@@ -4,6 +4,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod common;
+
+use common::{dead_pid, our_host};
 use wasmlock::FileLock;
 
 #[derive(Clone, Default)]
@@ -32,6 +35,12 @@ fn capture(f: impl FnOnce()) -> String {
 }
 
 #[test]
+#[ignore = "helper: runs only as a child process"]
+fn child_entry() {
+    common::child_main();
+}
+
+#[test]
 fn debug_events_name_the_path() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("traced.lock");
@@ -54,20 +63,8 @@ fn breaking_a_stale_soft_lock_is_logged() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("stale.lock");
     let lock = FileLock::builder(&path).soft().build().unwrap();
-    let host = {
-        let g = lock.lock().unwrap();
-        let h = std::fs::read_to_string(&path)
-            .unwrap()
-            .lines()
-            .nth(1)
-            .unwrap()
-            .to_owned();
-        drop(g);
-        h
-    };
-    let mut c = std::process::Command::new("true").spawn().unwrap();
-    let dead = c.id();
-    c.wait().unwrap();
+    let host = our_host(&path);
+    let dead = dead_pid();
     std::fs::write(&path, format!("{dead}\n{host}\n")).unwrap();
     let log = capture(|| drop(lock.try_lock().unwrap()));
     assert!(log.contains("broke stale soft lock"), "{log}");

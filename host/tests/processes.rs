@@ -14,10 +14,6 @@ fn child_entry() {
     child_main();
 }
 
-fn tmp() -> tempfile::TempDir {
-    tempfile::tempdir().unwrap()
-}
-
 fn p(path: &std::path::Path) -> &str {
     path.to_str().unwrap()
 }

@@ -14,34 +14,8 @@ fn child_entry() {
     child_main();
 }
 
-fn tmp() -> tempfile::TempDir {
-    tempfile::tempdir().unwrap()
-}
-
 fn soft(path: &Path) -> FileLock {
     FileLock::builder(path).soft().build().unwrap()
-}
-
-/// The host name line our own markers carry.
-fn our_host(path: &Path) -> String {
-    let lock = soft(path);
-    let g = lock.lock().unwrap();
-    let host = std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .nth(1)
-        .unwrap()
-        .to_owned();
-    drop(g);
-    host
-}
-
-/// A pid that belonged to a process that has exited.
-fn dead_pid() -> u32 {
-    let mut c = std::process::Command::new("true").spawn().unwrap();
-    let pid = c.id();
-    c.wait().unwrap();
-    pid
 }
 
 #[test]
@@ -232,18 +206,5 @@ fn a_symlink_at_the_marker_path_is_not_followed() {
 fn soft_locks_exclude_threads_and_handles_in_one_process() {
     let dir = tmp();
     let path = dir.path().join("threads.lock");
-    let counter = dir.path().join("counter");
-    std::fs::write(&counter, "0").unwrap();
-    std::thread::scope(|s| {
-        for _ in 0..4 {
-            s.spawn(|| {
-                let lock = soft(&path);
-                for _ in 0..50 {
-                    let _g = lock.lock().unwrap();
-                    bump(&counter);
-                }
-            });
-        }
-    });
-    assert_eq!(read_counter(&counter), 200);
+    assert_eq!(count_with_threads(dir.path(), 4, 50, || soft(&path)), 200);
 }

@@ -318,3 +318,53 @@ pub fn require(tool_ok: bool, what: &str) -> bool {
     eprintln!("SKIPPED: {what} is not available here");
     false
 }
+
+pub fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// A pid that belonged to a process that has exited.
+pub fn dead_pid() -> u32 {
+    let mut c = std::process::Command::new("true").spawn().unwrap();
+    let pid = c.id();
+    c.wait().unwrap();
+    pid
+}
+
+/// The host-name line our own soft markers carry.
+pub fn our_host(path: &Path) -> String {
+    let lock = FileLock::builder(path).soft().build().unwrap();
+    let g = lock.lock().unwrap();
+    let host = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    drop(g);
+    host
+}
+
+/// `threads` threads, each with its own handle from `open`, bump a counter
+/// `iters` times under the lock; returns the final count.
+pub fn count_with_threads(
+    dir: &Path,
+    threads: usize,
+    iters: usize,
+    open: impl Fn() -> FileLock + Sync,
+) -> u64 {
+    let counter = dir.join("counter");
+    std::fs::write(&counter, "0").unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let lock = open();
+                for _ in 0..iters {
+                    let _g = lock.lock().unwrap();
+                    bump(&counter);
+                }
+            });
+        }
+    });
+    read_counter(&counter)
+}
