@@ -74,3 +74,11 @@ pub(crate) use owner::Owner;
 pub use sandbox::LockDir;
 pub use semaphore::{Permit, Semaphore};
 pub use wait::{Kind, Mode, Wait};
+
+#[cfg(feature = "wasmtime")]
+pub mod wasm;
+#[cfg(feature = "wasmtime")]
+pub use wasm::{
+    WasiLockHost, WasmLock, WasmLockCtx, WasmLockCtxBuilder, WasmLockCtxView, WasmLockView,
+    add_to_linker,
+};

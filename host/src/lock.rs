@@ -191,6 +191,12 @@ impl FileLock {
     /// ```
     pub fn from_file(file: File) -> Result<FileLock> {
         let display = fd_path(&file);
+        Self::from_file_as(file, display)
+    }
+
+    /// [`from_file`](Self::from_file), naming the file `display` in errors
+    /// (guests must not learn host paths).
+    pub(crate) fn from_file_as(file: File, display: PathBuf) -> Result<FileLock> {
         let st = sys::fstat(&file).map_err(|e| Error::from_io(e, &display))?;
         if !st.is_file {
             return Err(
@@ -290,6 +296,57 @@ impl FileLock {
         let owner = Owner::current_thread();
         self.acquire(owner, mode, wait)?;
         Ok(LockGuard::new(self, owner, mode))
+    }
+
+    /// [`lock_with`](Self::lock_with), calling `on_wait` once with the
+    /// holder (when known) if the wait lasts longer than `after` — the hook
+    /// behind "waiting for lock on PATH (held by pid N)" messages.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use wasmlock::{FileLock, Mode, Wait};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let lock = FileLock::new(dir.path().join("slow.lock"))?;
+    /// let _g = lock.lock_reporting(Mode::Exclusive, Wait::Forever, Duration::from_secs(1), |holder| {
+    ///     eprintln!("waiting for lock on {} (held by {holder:?})", lock.path().display());
+    /// })?;
+    /// # Ok::<(), wasmlock::Error>(())
+    /// ```
+    pub fn lock_reporting(
+        &self,
+        mode: Mode,
+        wait: Wait,
+        after: Duration,
+        on_wait: impl FnOnce(Option<Holder>),
+    ) -> Result<LockGuard<'_>> {
+        let (first, rest) = split_wait(wait, after);
+        match self.lock_with(mode, first) {
+            Err(e) if rest.is_some() && e.kind() == ErrorKind::Timeout => {
+                on_wait(self.holder().ok().flatten());
+                self.lock_with(mode, rest.expect("checked"))
+            }
+            other => other,
+        }
+    }
+
+    /// Async [`lock_reporting`](Self::lock_reporting), for `owner`.
+    pub(crate) async fn acquire_reporting_async(
+        &self,
+        owner: Owner,
+        mode: Mode,
+        wait: Wait,
+        after: Duration,
+        on_wait: impl FnOnce(Option<Holder>),
+    ) -> Result<()> {
+        let (first, rest) = split_wait(wait, after);
+        match self.acquire_async(owner, mode, first).await {
+            Err(e) if rest.is_some() && e.kind() == ErrorKind::Timeout => {
+                on_wait(self.holder().ok().flatten());
+                self.acquire_async(owner, mode, rest.expect("checked"))
+                    .await
+            }
+            other => other,
+        }
     }
 
     /// Async [`lock`](Self::lock): waits without blocking a thread. The
@@ -428,6 +485,15 @@ impl FileLock {
 
     pub(crate) fn hold_count_of(&self, owner: Owner) -> u32 {
         self.inner().holds.get(&owner).map_or(0, |h| h.1)
+    }
+
+    /// Whether `owner` waiting forever in `mode` would never end, because it
+    /// holds this file through another handle.
+    pub(crate) fn would_deadlock(&self, owner: Owner, mode: Mode) -> Result<bool> {
+        if self.hold_count_of(owner) > 0 {
+            return Ok(false);
+        }
+        Ok(self.entry()?.would_deadlock(self.holder_id(owner), mode))
     }
 
     pub(crate) fn holder_id(&self, owner: Owner) -> HolderId {
@@ -763,6 +829,18 @@ impl Drop for FileLock {
         for owner in holds {
             let _ = self.force_release(owner);
         }
+    }
+}
+
+/// Splits a wait into a first part of at most `after` and what is left of it
+/// (`None` if nothing is: the first part is the whole wait).
+fn split_wait(wait: Wait, after: Duration) -> (Wait, Option<Wait>) {
+    let soon = std::time::Instant::now() + after;
+    match wait.deadline() {
+        _ if wait == Wait::TryOnce => (wait, None),
+        None => (Wait::Deadline(soon), Some(Wait::Forever)),
+        Some(at) if at > soon => (Wait::Deadline(soon), Some(Wait::Deadline(at))),
+        Some(at) => (Wait::Deadline(at), None),
     }
 }
 

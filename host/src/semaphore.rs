@@ -145,6 +145,21 @@ impl Semaphore {
         Ok(Step::Wait(entries, pending))
     }
 
+    /// A permit as (slot, owner), for holders that cannot keep a borrow
+    /// (guest resources); give it back with [`release_raw`](Self::release_raw).
+    #[cfg_attr(not(feature = "wasmtime"), allow(dead_code))]
+    pub(crate) async fn acquire_raw_async(&self, wait: Wait) -> Result<(usize, Owner)> {
+        let permit = self.acquire_async(wait).await?;
+        let raw = (permit.slot, permit.owner);
+        std::mem::forget(permit);
+        Ok(raw)
+    }
+
+    #[cfg_attr(not(feature = "wasmtime"), allow(dead_code))]
+    pub(crate) fn release_raw(&self, slot: usize, owner: Owner) -> Result<()> {
+        self.slots[slot].release(owner)
+    }
+
     fn holder(&self, owner: Owner) -> HolderId {
         HolderId {
             handle: self.id,

@@ -1,0 +1,149 @@
+//! Running real guest components: the harness of the end-to-end tests and
+//! of the demo. The guests are built by `build.rs` for `wasm32-wasip2`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use wasmlock::{WasiLockHost as Host, WasmLockCtx, WasmLockCtxBuilder};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, Result, Store};
+use wasmtime_wasi::p2::bindings::Command;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+/// The counter plugin (`examples/counter-plugin`).
+pub const COUNTER_PLUGIN: &str = env!("GUEST_COUNTER_PLUGIN");
+/// The scriptable test guest (`tests/guests/probe`).
+pub const PROBE: &str = env!("GUEST_PROBE");
+
+/// One engine and linker; components compiled once each.
+pub struct Runtime {
+    pub engine: Engine,
+    linker: Linker<Host>,
+    compiled: Mutex<HashMap<PathBuf, Component>>,
+}
+
+/// What to run.
+pub struct Guest {
+    pub wasm: PathBuf,
+    pub args: Vec<String>,
+    pub dirs: Vec<(PathBuf, String, FsPerms)>,
+    pub locks: WasmLockCtxBuilder,
+    /// Epoch ticks before the guest is interrupted (see [`Runtime::tick`]).
+    pub epoch_deadline: Option<u64>,
+}
+
+impl Guest {
+    /// `wasm` with `args`, and `host_dir` granted read-write as `/data`.
+    pub fn new(wasm: &str, host_dir: &Path, args: &[&str]) -> Guest {
+        Guest {
+            wasm: wasm.into(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            dirs: vec![(host_dir.to_path_buf(), "/data".into(), FsPerms::ReadWrite)],
+            locks: WasmLockCtx::builder(),
+            epoch_deadline: None,
+        }
+    }
+}
+
+/// How a guest run ended.
+#[derive(Debug)]
+pub struct Outcome {
+    /// `Err` with the trap or error message when the guest did not exit cleanly.
+    pub result: Result<(), String>,
+    pub stdout: String,
+}
+
+impl Outcome {
+    /// The result printed for `step` by the probe guest.
+    pub fn step(&self, step: &str) -> &str {
+        let prefix = format!("{step} => ");
+        self.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no output for step {step:?} in:\n{}", self.stdout))
+    }
+
+    /// The results of all steps, in order.
+    pub fn results(&self) -> Vec<&str> {
+        self.stdout
+            .lines()
+            .filter_map(|l| l.split_once(" => ").map(|(_, r)| r))
+            .collect()
+    }
+}
+
+impl Runtime {
+    pub fn new() -> Result<Runtime> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmlock::add_to_linker(&mut linker)?;
+        Ok(Runtime {
+            engine,
+            linker,
+            compiled: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn component(&self, wasm: &Path) -> Result<Component> {
+        let mut compiled = self.compiled.lock().unwrap();
+        if let Some(c) = compiled.get(wasm) {
+            return Ok(c.clone());
+        }
+        let c = Component::from_file(&self.engine, wasm)?;
+        compiled.insert(wasm.to_path_buf(), c.clone());
+        Ok(c)
+    }
+
+    /// Advances the epoch, interrupting guests whose deadline passed.
+    pub fn tick(&self) {
+        self.engine.increment_epoch();
+    }
+
+    /// Runs a guest as a `wasi:cli` command to completion (or trap).
+    pub async fn run(&self, guest: Guest) -> Result<Outcome> {
+        let component = self.component(&guest.wasm)?;
+        let stdout = MemoryOutputPipe::new(1 << 20);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.arg(
+            guest
+                .wasm
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("guest"),
+        )
+        .args(&guest.args)
+        .stdout(stdout.clone())
+        .inherit_stderr();
+        for (host, path, perms) in &guest.dirs {
+            wasi.preopened_dir(host, path, *perms)?;
+        }
+        let mut store = Store::new(&self.engine, Host::new(wasi.build(), guest.locks.build()));
+        match guest.epoch_deadline {
+            Some(ticks) => {
+                store.set_epoch_deadline(ticks);
+                store.epoch_deadline_trap();
+            }
+            None => store.set_epoch_deadline(u64::MAX / 2),
+        }
+        let run = async {
+            let command = Command::instantiate_async(&mut store, &component, &self.linker).await?;
+            command.wasi_cli_run().call_run(&mut store).await
+        };
+        let result = match run.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(())) => Err("the guest returned an error".to_owned()),
+            Err(e) => Err(format!("{e:?}")),
+        };
+        // Dropping the store releases everything the guest still held.
+        drop(store);
+        Ok(Outcome {
+            result,
+            stdout: String::from_utf8_lossy(&stdout.contents()).into_owned(),
+        })
+    }
+}

@@ -1,0 +1,115 @@
+//! `wasmlock run`: the CLI hosting real plugin components.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use wasmlock::FileLock;
+use wasmlock_tests::{COUNTER_PLUGIN, PROBE};
+
+/// The `wasmlock` binary of this build (built by `cargo test --workspace`).
+fn bin() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let bin = exe.parent()?.parent()?.join("wasmlock");
+    if bin.exists() {
+        return Some(bin);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{} missing: run `cargo test --workspace`", bin.display());
+    }
+    eprintln!(
+        "SKIPPED: {} is not built; run `cargo test --workspace`",
+        bin.display()
+    );
+    None
+}
+
+#[test]
+fn run_hosts_the_counter_plugin_with_locks() {
+    let Some(bin) = bin() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("counter"), "0").unwrap();
+    let grant = format!("{}::/data", dir.path().display());
+    let kids: Vec<_> = (0..3)
+        .map(|_| {
+            Command::new(&bin)
+                .args([
+                    "run",
+                    "--dir",
+                    &grant,
+                    COUNTER_PLUGIN,
+                    "/data/counter",
+                    "200",
+                ])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut k in kids {
+        assert!(k.wait().unwrap().success());
+    }
+    let n = std::fs::read_to_string(dir.path().join("counter")).unwrap();
+    assert_eq!(n.trim(), "600");
+}
+
+#[test]
+fn run_reports_long_waits_and_caps_them() {
+    let Some(bin) = bin() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let grant = format!("{}::/data", dir.path().display());
+    let native = FileLock::new(dir.path().join("x.lock")).unwrap();
+    let g = native.lock().unwrap();
+    let out = Command::new(&bin)
+        .args([
+            "run",
+            "--dir",
+            &grant,
+            "--max-wait",
+            "1500ms",
+            PROBE,
+            "open:a:/data/x.lock:os",
+            "acq:a:ex:forever",
+        ])
+        .output()
+        .unwrap();
+    drop(g);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("acq:a:ex:forever => err Timeout"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "waiting for lock on x.lock (held by pid {})",
+            std::process::id()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(dir.path().to_str().unwrap()),
+        "host paths stay private: {stderr}"
+    );
+}
+
+#[test]
+fn run_fails_clearly_on_a_trap_or_a_bad_grant() {
+    let Some(bin) = bin() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let grant = format!("{}::/data", dir.path().display());
+    let out = Command::new(&bin)
+        .args(["run", "--dir", &grant, PROBE, "trap"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let out = Command::new(&bin)
+        .args(["run", "--dir", "nonsense", PROBE])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HOST::GUEST"));
+    let out = Command::new(&bin)
+        .args(["run", "/nonexistent.wasm"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -1,0 +1,533 @@
+//! Real guest components through the `wasmlock:lock` interface, in one host
+//! process, against native locks, `flock(1)` and each other.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use wasmlock::{FileLock, Kind};
+use wasmlock_tests::{Guest, Outcome, PROBE, Runtime};
+use wasmtime_wasi::FsPerms;
+
+fn rt() -> &'static Runtime {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    RT.get_or_init(|| Runtime::new().unwrap())
+}
+
+async fn probe(dir: &Path, steps: &[&str]) -> Outcome {
+    rt().run(Guest::new(PROBE, dir, steps)).await.unwrap()
+}
+
+fn free(path: &Path) -> bool {
+    let path = path.to_path_buf();
+    std::thread::spawn(move || FileLock::new(&path).unwrap().try_lock().is_ok())
+        .join()
+        .unwrap()
+}
+
+async fn until_exists(path: &Path) {
+    for _ in 0..2000 {
+        if path.exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("{} never appeared", path.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_reentrancy_and_deadlock_through_wit() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = probe(
+        dir.path(),
+        &[
+            "open:a:/data/x.lock:os",
+            "open:b:/data/x.lock:os",
+            "rel:a",
+            "acq:a:ex:forever",
+            "acq:a:ex:try",
+            "count:a",
+            "acq:b:ex:try",
+            "acq:b:ex:50",
+            "acq:b:ex:forever",
+            "locked:b",
+            "rel:a",
+            "rel:a",
+            "rel:a",
+            "count:a",
+            "acq:a:sh:try",
+            "acq:b:sh:try",
+            "acq:a:ex:try",
+            "rel:b",
+            "rel:a",
+        ],
+    )
+    .await;
+    assert_eq!(out.result, Ok(()), "{}", out.stdout);
+    let r = out.results();
+    assert!(
+        r[2].starts_with("err NotHeld"),
+        "release without hold: {}",
+        r[2]
+    );
+    assert_eq!(r[3], "ok");
+    assert_eq!(r[4], "ok", "re-entrant");
+    assert_eq!(r[5], "2");
+    assert!(r[6].starts_with("err WouldBlock"), "{}", r[6]);
+    assert!(r[7].starts_with("err Timeout"), "{}", r[7]);
+    assert!(r[8].starts_with("err Deadlock"), "{}", r[8]);
+    assert_eq!(r[9], "true");
+    assert_eq!(
+        &r[10..13],
+        ["ok", "ok"]
+            .iter()
+            .chain(r[12..13].iter())
+            .copied()
+            .collect::<Vec<_>>()
+            .as_slice()
+    );
+    assert!(r[12].starts_with("err NotHeld"), "{}", r[12]);
+    assert_eq!(r[13], "0");
+    assert_eq!(r[14], "ok");
+    assert_eq!(r[15], "ok", "shared with shared");
+    assert!(
+        r[16].starts_with("err Deadlock"),
+        "upgrade refused: {}",
+        r[16]
+    );
+    assert!(free(&dir.path().join("x.lock")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn semaphore_slots_through_wit() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = probe(
+        dir.path(),
+        &[
+            "sem:s:/data:pool:2",
+            "permit:s:try",
+            "permit:s:try",
+            "permit:s:try",
+            "droppermits",
+            "permit:s:try",
+        ],
+    )
+    .await;
+    let r = out.results();
+    assert_eq!(r[1], "slot 0");
+    assert_eq!(r[2], "slot 1");
+    assert!(r[3].starts_with("err WouldBlock"), "{}", r[3]);
+    assert_eq!(r[5], "slot 0");
+    assert!(dir.path().join("pool.01.lock").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_guests_in_one_host_lose_no_update() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("counter"), "0").unwrap();
+    let runs: Vec<_> = (0..8)
+        .map(|_| {
+            let d = dir.path().to_path_buf();
+            tokio::spawn(async move {
+                probe(
+                    &d,
+                    &[
+                        "open:c:/data/counter.lock:os",
+                        "counter:c:/data/counter:150",
+                    ],
+                )
+                .await
+            })
+        })
+        .collect();
+    for r in runs {
+        let out = r.await.unwrap();
+        assert_eq!(out.result, Ok(()), "{}", out.stdout);
+    }
+    let total = std::fs::read_to_string(dir.path().join("counter")).unwrap();
+    assert_eq!(total.trim(), "1200");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_guest_does_not_block_other_guests() {
+    let dir = tempfile::tempdir().unwrap();
+    let native = FileLock::new(dir.path().join("w.lock")).unwrap();
+    let g = native.lock().unwrap();
+    // Four guests wait on the lock while another guest runs to completion.
+    let waiters: Vec<_> = (0..4)
+        .map(|_| {
+            let d = dir.path().to_path_buf();
+            tokio::spawn(
+                async move { probe(&d, &["open:w:/data/w.lock:os", "acq:w:ex:forever"]).await },
+            )
+        })
+        .collect();
+    let other = probe(dir.path(), &["open:o:/data/other.lock:os", "acq:o:ex:try"]).await;
+    assert_eq!(other.results(), ["ok", "ok"]);
+    drop(g);
+    for w in waiters {
+        assert_eq!(w.await.unwrap().results(), ["ok", "ok"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_and_native_locks_exclude_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    for kind in [Kind::Os, Kind::Soft] {
+        let k = if kind == Kind::Os { "os" } else { "soft" };
+        // An OS lock file stays after release, and an existing empty file is a
+        // live soft marker: one path per kind.
+        let path = dir.path().join(format!("n-{k}.lock"));
+        let native = FileLock::builder(&path).kind(kind).build().unwrap();
+        let g = native.lock().unwrap();
+        let out = probe(
+            dir.path(),
+            &[
+                &format!("open:n:/data/n-{k}.lock:{k}"),
+                "acq:n:ex:try",
+                "holder:n",
+            ],
+        )
+        .await;
+        assert!(
+            out.results()[1].starts_with("err WouldBlock"),
+            "{k}: {}",
+            out.stdout
+        );
+        assert_eq!(out.results()[2], format!("pid {}", std::process::id()));
+        drop(g);
+
+        // The guest holds; the native handle is kept out until it finishes.
+        let d = dir.path().to_path_buf();
+        let open = format!("open:n:/data/n-{k}.lock:{k}");
+        let guest = tokio::spawn(async move {
+            probe(
+                &d,
+                &[
+                    &open,
+                    "acq:n:ex:forever",
+                    "touch:/data/held",
+                    "await:/data/go",
+                ],
+            )
+            .await
+        });
+        until_exists(&dir.path().join("held")).await;
+        assert!(
+            native.try_lock().is_err(),
+            "{k}: the guest's lock is respected"
+        );
+        std::fs::write(dir.path().join("go"), "").unwrap();
+        guest.await.unwrap();
+        drop(
+            native
+                .try_lock()
+                .expect("free once the guest's store is gone"),
+        );
+        std::fs::remove_file(dir.path().join("held")).unwrap();
+        std::fs::remove_file(dir.path().join("go")).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flock_1_excludes_a_guest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.lock");
+    let mut child = std::process::Command::new("flock")
+        .arg(&path)
+        .arg("-c")
+        .arg(format!("touch '{}.held'; sleep 30", path.display()))
+        .spawn()
+        .expect("flock(1) is required");
+    until_exists(&dir.path().join("f.lock.held")).await;
+    let out = probe(
+        dir.path(),
+        &["open:f:/data/f.lock:os", "acq:f:ex:try", "acq:f:sh:50"],
+    )
+    .await;
+    assert!(
+        out.results()[1].starts_with("err WouldBlock"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.results()[2].starts_with("err Timeout"),
+        "{}",
+        out.stdout
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pollable_wakes_on_release_and_races_a_timer() {
+    let dir = tempfile::tempdir().unwrap();
+    let native = Arc::new(FileLock::new(dir.path().join("p.lock")).unwrap());
+    let g = native.lock().unwrap();
+    let d = dir.path().to_path_buf();
+    let guest = tokio::spawn(async move {
+        probe(
+            &d,
+            &[
+                "open:p:/data/p.lock:os",
+                "start:p:ex",
+                "poll:p:100",
+                "touch:/data/polling",
+                "poll:p:10000",
+                "finish:p",
+                "touch:/data/holding",
+                "await:/data/done",
+            ],
+        )
+        .await
+    });
+    until_exists(&dir.path().join("polling")).await;
+    drop(g);
+    until_exists(&dir.path().join("holding")).await;
+    assert!(
+        native.try_lock().is_err(),
+        "the guest holds it after finish"
+    );
+    std::fs::write(dir.path().join("done"), "").unwrap();
+    let out = guest.await.unwrap();
+    let r = out.results();
+    assert_eq!(r[2], "timeout", "the timer won while the lock was held");
+    assert_eq!(r[4], "ready", "the release woke the pollable");
+    assert_eq!(r[5], "ok");
+    assert!(native.try_lock().is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_pending_acquisition_leaves_nothing_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.lock");
+    let native = FileLock::new(&path).unwrap();
+    let g = native.lock().unwrap();
+    let d = dir.path().to_path_buf();
+    let guest = tokio::spawn(async move {
+        probe(
+            &d,
+            &[
+                "open:p:/data/d.lock:os",
+                "start:p:ex",
+                "touch:/data/started",
+                "await:/data/released",
+                "unpend:p",
+                "touch:/data/dropped",
+                "await:/data/end",
+            ],
+        )
+        .await
+    });
+    until_exists(&dir.path().join("started")).await;
+    drop(g); // granted to the guest's pending acquisition, never finished
+    std::fs::write(dir.path().join("released"), "").unwrap();
+    until_exists(&dir.path().join("dropped")).await;
+    assert!(free(&path), "dropping the pending handed the lock on");
+    std::fs::write(dir.path().join("end"), "").unwrap();
+    guest.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_or_an_interrupt_releases_what_the_guest_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.lock");
+    let out = probe(
+        dir.path(),
+        &["open:t:/data/t.lock:os", "acq:t:ex:forever", "trap"],
+    )
+    .await;
+    assert!(out.result.is_err(), "the guest trapped");
+    assert!(free(&path));
+
+    // Spinning forever while holding: stopped by epoch interruption.
+    let soft_path = dir.path().join("t-soft.lock");
+    let mut guest = Guest::new(
+        PROBE,
+        dir.path(),
+        &["open:t:/data/t-soft.lock:soft", "acq:t:ex:forever", "spin"],
+    );
+    guest.epoch_deadline = Some(1);
+    let ticker = tokio::spawn(async {
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            rt().tick();
+        }
+    });
+    let out = rt().run(guest).await.unwrap();
+    ticker.abort();
+    assert!(out.result.is_err());
+    assert!(!soft_path.exists(), "the soft marker went with the store");
+    let soft = FileLock::builder(&soft_path).soft().build().unwrap();
+    drop(
+        soft.try_lock()
+            .expect("the soft marker went with the store"),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_dropped_mid_wait_leaves_no_waiter_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.lock");
+    let native = FileLock::new(&path).unwrap();
+    let g = native.lock().unwrap();
+    let run = probe(dir.path(), &["open:m:/data/m.lock:os", "acq:m:ex:forever"]);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), run)
+            .await
+            .is_err()
+    );
+    drop(g);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(free(&path), "the abandoned wait did not take the lock");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_holds() {
+    let outer = tempfile::tempdir().unwrap();
+    let data = outer.path().join("data");
+    std::fs::create_dir_all(data.join("in")).unwrap();
+    std::fs::create_dir(outer.path().join("outside")).unwrap();
+    std::os::unix::fs::symlink(outer.path().join("outside"), data.join("out")).unwrap();
+    std::os::unix::fs::symlink("/etc", data.join("etc")).unwrap();
+    let out = probe(
+        &data,
+        &[
+            "open:a:/data/../escape.lock:os",
+            "open:b:/data/in/../../escape.lock:os",
+            "open:c:/data/out/x.lock:os",
+            "open:d:/data/etc/x.lock:soft",
+            "open:e:/etc/passwd:os",
+            "open:f:/data/in/ok.lock:os",
+            "open:g:/data/in:os",
+            "open:h:/data/etc:os",
+        ],
+    )
+    .await;
+    let r = out.results();
+    for (i, want) in ["PermissionDenied"; 5].iter().enumerate() {
+        assert!(
+            r[i].starts_with(&format!("err {want}")),
+            "step {i}: {}",
+            r[i]
+        );
+    }
+    assert_eq!(r[5], "ok");
+    assert!(
+        r[6].starts_with("err InvalidPath") || r[6] == "ok",
+        "{}",
+        r[6]
+    );
+    assert_eq!(
+        std::fs::read_dir(outer.path().join("outside"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert!(!outer.path().join("escape.lock").exists());
+    assert!(
+        !r.iter().any(|l| l.contains(outer.path().to_str().unwrap())),
+        "host paths stay private: {r:?}"
+    );
+
+    // A read-only preopen cannot create lock files.
+    let mut guest = Guest::new(PROBE, &data, &["open:r:/data/new.lock:os"]);
+    guest.dirs[0].2 = FsPerms::ReadOnly;
+    let out = rt().run(guest).await.unwrap();
+    assert!(
+        out.results()[0].starts_with("err PermissionDenied"),
+        "{}",
+        out.stdout
+    );
+    assert!(!data.join("new.lock").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locking_a_data_file_the_guest_opened_excludes_flock_1() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("data.bin"), "payload").unwrap();
+    let d = dir.path().to_path_buf();
+    let guest = tokio::spawn(async move {
+        probe(
+            &d,
+            &[
+                "onfile:f:/data/data.bin",
+                "acq:f:ex:forever",
+                "touch:/data/held",
+                "await:/data/go",
+            ],
+        )
+        .await
+    });
+    until_exists(&dir.path().join("held")).await;
+    let status = std::process::Command::new("flock")
+        .args(["-n"])
+        .arg(dir.path().join("data.bin"))
+        .arg("true")
+        .status()
+        .expect("flock(1) is required");
+    assert_eq!(status.code(), Some(1), "flock -n is kept out");
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    let out = guest.await.unwrap();
+    assert_eq!(out.results()[..2], ["ok", "ok"]);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("data.bin")).unwrap(),
+        "payload"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_and_the_wait_cap_are_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut guest = Guest::new(
+        PROBE,
+        dir.path(),
+        &[
+            "open:a:/data/a.lock:os",
+            "open:b:/data/b.lock:os",
+            "open:c:/data/c.lock:os",
+            "acq:a:ex:try",
+            "acq:a:ex:try",
+            "acq:b:ex:try",
+            "rel:a",
+            "rel:a",
+            "acq:b:ex:try",
+        ],
+    );
+    guest.locks = wasmlock::WasmLockCtx::builder()
+        .max_handles(2)
+        .max_held_locks(1);
+    let r = rt().run(guest).await.unwrap();
+    let r = r.results();
+    assert_eq!(r[..2], ["ok", "ok"]);
+    assert!(r[2].starts_with("err QuotaExceeded"), "handles: {}", r[2]);
+    assert_eq!(r[3..5], ["ok", "ok"], "re-entry costs no quota");
+    assert!(r[5].starts_with("err QuotaExceeded"), "held: {}", r[5]);
+    assert_eq!(r[8], "ok", "released holds give the quota back");
+
+    // A guest's forever is clamped by the host.
+    let native = FileLock::new(dir.path().join("cap.lock")).unwrap();
+    let _g = native.lock().unwrap();
+    let mut guest = Guest::new(
+        PROBE,
+        dir.path(),
+        &["open:x:/data/cap.lock:os", "acq:x:ex:forever"],
+    );
+    guest.locks = wasmlock::WasmLockCtx::builder().max_wait(Duration::from_millis(100));
+    let t = std::time::Instant::now();
+    let out = rt().run(guest).await.unwrap();
+    assert!(
+        out.results()[1].starts_with("err Timeout"),
+        "{}",
+        out.stdout
+    );
+    assert!(t.elapsed() < Duration::from_secs(10));
+
+    // Breaking locks is the host's decision.
+    let out = probe(dir.path(), &["open:s:/data/s.lock:soft", "break:s:force"]).await;
+    assert!(
+        out.results()[1].starts_with("err PermissionDenied"),
+        "{}",
+        out.stdout
+    );
+}
