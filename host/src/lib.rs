@@ -28,6 +28,14 @@
 //! # Ok::<(), wasmlock::Error>(())
 //! ```
 //!
+//! # WebAssembly
+//!
+//! With the `wasmtime` feature (on by default), `add_to_linker` gives WASI
+//! components the `wasmlock:lock` interface and `WasmLockCtx` sets each
+//! guest's limits; the `wasm` module documentation has a complete embedding
+//! example, and `WasiLockHost` is ready-made store data. Without default
+//! features the crate has no wasmtime dependency at all.
+//!
 //! # Semantics
 //!
 //! - **Waiting** is an explicit [`Wait`]: forever, try once, a timeout or a

@@ -196,6 +196,7 @@ impl FileLock {
 
     /// [`from_file`](Self::from_file), naming the file `display` in errors
     /// (guests must not learn host paths).
+    #[cfg_attr(not(feature = "wasmtime"), allow(dead_code))]
     pub(crate) fn from_file_as(file: File, display: PathBuf) -> Result<FileLock> {
         let st = sys::fstat(&file).map_err(|e| Error::from_io(e, &display))?;
         if !st.is_file {
@@ -330,6 +331,7 @@ impl FileLock {
     }
 
     /// Async [`lock_reporting`](Self::lock_reporting), for `owner`.
+    #[cfg_attr(not(feature = "wasmtime"), allow(dead_code))]
     pub(crate) async fn acquire_reporting_async(
         &self,
         owner: Owner,
@@ -489,6 +491,7 @@ impl FileLock {
 
     /// Whether `owner` waiting forever in `mode` would never end, because it
     /// holds this file through another handle.
+    #[cfg_attr(not(feature = "wasmtime"), allow(dead_code))]
     pub(crate) fn would_deadlock(&self, owner: Owner, mode: Mode) -> Result<bool> {
         if self.hold_count_of(owner) > 0 {
             return Ok(false);

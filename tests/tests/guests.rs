@@ -531,3 +531,54 @@ async fn quotas_and_the_wait_cap_are_enforced() {
         out.stdout
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_cannot_release_or_break_another_guests_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let holder = tokio::spawn(async move {
+        probe(
+            &d,
+            &[
+                "open:h:/data/o.lock:soft",
+                "acq:h:ex:forever",
+                "touch:/data/held",
+                "await:/data/go",
+                "count:h",
+            ],
+        )
+        .await
+    });
+    until_exists(&dir.path().join("held")).await;
+    // Another guest, even one allowed to break locks, gets nowhere.
+    let mut other = Guest::new(
+        PROBE,
+        dir.path(),
+        &[
+            "open:o:/data/o.lock:soft",
+            "rel:o",
+            "acq:o:ex:try",
+            "break:o:noforce",
+            "count:o",
+        ],
+    );
+    other.locks = wasmlock::WasmLockCtx::builder().allow_break(true);
+    let out = rt().run(other).await.unwrap();
+    let r = out.results();
+    assert!(r[1].starts_with("err NotHeld"), "{}", out.stdout);
+    assert!(r[2].starts_with("err WouldBlock"), "{}", out.stdout);
+    assert!(
+        r[3].starts_with("err NotOwner"),
+        "a live holder's lock is not broken: {}",
+        out.stdout
+    );
+    assert_eq!(r[4], "0");
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    let out = holder.await.unwrap();
+    assert_eq!(
+        out.results()[4],
+        "1",
+        "the holder still holds it: {}",
+        out.stdout
+    );
+}
