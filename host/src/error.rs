@@ -126,8 +126,10 @@ impl Error {
         }
     }
 
-    pub(crate) fn set_path(&mut self, path: &Path) {
+    /// The same error, about another path.
+    pub(crate) fn at(mut self, path: &Path) -> Error {
         self.path = path.to_path_buf();
+        self
     }
 
     /// Which case this is.

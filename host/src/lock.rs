@@ -684,8 +684,7 @@ impl FileLock {
         let Some(parent) = self.inner().parent.clone() else {
             return Ok(true);
         };
-        let name = cname(target, self.path())?;
-        match sys::lstat_at(parent.as_fd(), &name) {
+        match sys::lstat_at(parent.as_fd(), &target.cname) {
             Ok(st) => Ok(st.key() == (*dev, *ino)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(Error::from_io(e, self.path())),
@@ -706,10 +705,9 @@ impl FileLock {
         // ours goes; a file someone else made may be their marker.
         if let (Some(key), Some(parent), Source::Path(target)) =
             (inner.created.take(), inner.parent.clone(), &self.source)
-            && let Ok(name) = cname(target, self.path())
-            && sys::lstat_at(parent.as_fd(), &name).is_ok_and(|st| st.key() == key)
+            && sys::lstat_at(parent.as_fd(), &target.cname).is_ok_and(|st| st.key() == key)
         {
-            let _ = sys::unlink_at(parent.as_fd(), &name);
+            let _ = sys::unlink_at(parent.as_fd(), &target.cname);
         }
         inner.kind = Kind::Soft;
         inner.entry = None;
@@ -770,11 +768,11 @@ impl FileLock {
         created: &mut Option<(u64, u64)>,
     ) -> Result<Arc<Entry>> {
         let path = &target.display;
-        let name = cname(target, path)?;
+        let name = &target.cname;
         let io = |e: std::io::Error| classify_open(e, path);
         match kind {
             Kind::Os => {
-                let (file, made) = open_lock_file(parent.as_fd(), &name).map_err(io)?;
+                let (file, made) = open_lock_file(parent.as_fd(), name).map_err(io)?;
                 let st = sys::fstat(&file).map_err(io)?;
                 if made {
                     *created = Some(st.key());
@@ -794,7 +792,7 @@ impl FileLock {
                 manager::entry(Key::Soft(st.dev, st.ino, target.name.clone()), || {
                     Ok(Box::new(SoftBackend::new(
                         parent,
-                        name,
+                        name.clone(),
                         path.clone(),
                         self.file_mode,
                     )))
@@ -813,8 +811,7 @@ impl FileLock {
                 Some(p) => p,
                 None => return Ok(None),
             };
-            let name = cname(target, self.path())?;
-            match sys::lstat_at(parent.as_fd(), &name) {
+            match sys::lstat_at(parent.as_fd(), &target.cname) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(Error::from_io(e, self.path())),
                 Ok(_) => {}
@@ -879,30 +876,20 @@ fn open_lock_file(
     }
 }
 
-fn cname(target: &Target, path: &Path) -> Result<CString> {
-    sys::cname(&target.name).map_err(|e| Error::from_io(e, path))
-}
-
 fn classify_open(e: std::io::Error, path: &Path) -> Error {
     let detail = match e.raw_os_error() {
-        Some(libc::ELOOP) => Some("the final component is a symbolic link"),
-        Some(libc::EISDIR) => Some("the path names a directory"),
-        Some(libc::ENXIO) => Some("not a regular file"),
-        Some(libc::EACCES) => Some("no permission to create or open the lock file for writing"),
-        Some(libc::EROFS) => Some("read-only file system"),
-        _ => None,
+        // A device that refuses to open (no reader on a FIFO, ...): whatever
+        // the OS says, it cannot be a lock file.
+        Some(libc::ENXIO) => {
+            return Error::new(ErrorKind::InvalidPath, path).with_detail("not a regular file");
+        }
+        Some(libc::ELOOP) => "the final component is a symbolic link",
+        Some(libc::EISDIR) => "the path names a directory",
+        Some(libc::EACCES) => "no permission to create or open the lock file for writing",
+        Some(libc::EROFS) => "read-only file system",
+        _ => return Error::from_io(e, path),
     };
-    let kind_fix = e.raw_os_error() == Some(libc::ENXIO);
-    let err = Error::from_io(e, path);
-    let err = match detail {
-        Some(d) => err.with_detail(d),
-        None => err,
-    };
-    if kind_fix {
-        Error::new(ErrorKind::InvalidPath, path).with_detail("not a regular file")
-    } else {
-        err
-    }
+    Error::from_io(e, path).with_detail(detail)
 }
 
 /// A name for a file given by descriptor, for messages.

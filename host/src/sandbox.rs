@@ -1,7 +1,7 @@
 //! Where lock files may live: a directory the caller grants (cap-std), and
 //! the checks that keep every lock path inside it.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::{CString, OsStr, OsString};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -122,6 +122,8 @@ pub(crate) struct Target {
     root: Root,
     parent: PathBuf,
     pub(crate) name: OsString,
+    /// `name` for the `*at` syscalls, made once (`split` refuses NUL bytes).
+    pub(crate) cname: CString,
     pub(crate) display: PathBuf,
 }
 
@@ -185,6 +187,7 @@ impl Target {
             root: Root::Ambient(root),
             parent: PathBuf::new(),
             name: name.to_owned(),
+            cname: CString::new(name.as_bytes()).expect("split refuses NUL"),
             display: path.to_path_buf(),
         })
     }
@@ -224,6 +227,7 @@ impl Target {
             root: Root::Dir(dir.dir.clone()),
             parent: parent.to_path_buf(),
             name: name.to_owned(),
+            cname: CString::new(name.as_bytes()).expect("split refuses NUL"),
             display: dir.display.join(rel),
         })
     }
@@ -261,14 +265,6 @@ fn open_ambient_dir(path: &Path) -> Result<Dir> {
         std::fs::create_dir_all(path).map_err(err)?;
     }
     Dir::open_ambient_dir(path, ambient_authority()).map_err(err)
-}
-
-impl Error {
-    /// The same error, about another path.
-    pub(crate) fn at(mut self, path: &Path) -> Error {
-        self.set_path(path);
-        self
-    }
 }
 
 impl Target {

@@ -2,11 +2,10 @@
 //! syscalls). The name is a single path component, so nothing here can leave
 //! the directory.
 
-use std::ffi::{CStr, CString, OsStr};
+use std::ffi::CStr;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd};
-use std::os::unix::ffi::OsStrExt;
 
 /// The parts of `lstat` the engine needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,10 +21,6 @@ impl Stat {
     pub(crate) fn key(&self) -> (u64, u64) {
         (self.dev, self.ino)
     }
-}
-
-pub(crate) fn cname(name: &OsStr) -> io::Result<CString> {
-    CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
 fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {

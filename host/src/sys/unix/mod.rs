@@ -6,7 +6,7 @@ mod proc_locks;
 mod watch;
 
 pub(crate) use at::{
-    Create, Stat, cname, fchmod, fstat, lstat_at, open_at, random_hex, rename_at, unlink_at,
+    Create, Stat, fchmod, fstat, lstat_at, open_at, random_hex, rename_at, unlink_at,
 };
 pub(crate) use watch::DirWatch;
 
