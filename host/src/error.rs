@@ -126,6 +126,12 @@ impl Error {
         }
     }
 
+    /// The same error, counted as another case.
+    pub(crate) fn kind_to(mut self, kind: ErrorKind) -> Error {
+        self.kind = kind;
+        self
+    }
+
     /// The same error, about another path.
     pub(crate) fn at(mut self, path: &Path) -> Error {
         self.path = path.to_path_buf();

@@ -1,6 +1,5 @@
 //! `FileLock`: a lock on a path or on an open file, with RAII guards.
 
-use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -12,6 +11,7 @@ use std::time::Duration;
 use crate::backend::os::OsBackend;
 use crate::backend::soft::{SoftBackend, unsupported_shared};
 use crate::manager::{self, Entry, HolderId, Key, Pending};
+use crate::owner::OwnerMap;
 use crate::sandbox::Target;
 use crate::sys::{self, Create};
 use crate::{Error, ErrorKind, Holder, Kind, Mode, Owner, Result, Wait};
@@ -51,9 +51,26 @@ static NEXT_HANDLE: AtomicU64 = AtomicU64::new(1);
 pub struct FileLock {
     id: u64,
     source: Source,
+    options: Options,
+    inner: Mutex<Inner>,
+}
+
+/// What a builder configures beyond the path and kind.
+#[derive(Debug, Clone, Copy)]
+struct Options {
     file_mode: Option<u32>,
     fallback_to_soft: bool,
-    inner: Mutex<Inner>,
+    recheck: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            file_mode: None,
+            fallback_to_soft: false,
+            recheck: true,
+        }
+    }
 }
 
 enum Source {
@@ -65,7 +82,9 @@ struct Inner {
     kind: Kind,
     entry: Option<Arc<Entry>>,
     parent: Option<Arc<OwnedFd>>,
-    holds: HashMap<Owner, (Mode, u32)>,
+    holds: OwnerMap<(Mode, u32)>,
+    /// The lock file's change time when the path was last seen to name it.
+    verified: Option<i128>,
     /// The lock file this handle created (device, inode), while it may still
     /// be an unused placeholder.
     created: Option<(u64, u64)>,
@@ -97,8 +116,7 @@ impl std::fmt::Debug for FileLock {
 pub struct FileLockBuilder {
     target: Result<Target>,
     kind: Kind,
-    file_mode: Option<u32>,
-    fallback_to_soft: bool,
+    options: Options,
 }
 
 impl FileLockBuilder {
@@ -106,8 +124,7 @@ impl FileLockBuilder {
         FileLockBuilder {
             target,
             kind: Kind::Os,
-            file_mode: None,
-            fallback_to_soft: false,
+            options: Options::default(),
         }
     }
 
@@ -126,7 +143,7 @@ impl FileLockBuilder {
     /// file is never `chmod`ed. With it, the process that wins the lock sets
     /// them — never a contender, so a holder's file is never touched.
     pub fn mode(mut self, mode: u32) -> Self {
-        self.file_mode = Some(mode & 0o7777);
+        self.options.file_mode = Some(mode & 0o7777);
         self
     }
 
@@ -134,7 +151,29 @@ impl FileLockBuilder {
     /// (`ENOLCK`, `ENOTSUP`, `ENOSYS`) instead of failing with
     /// [`ErrorKind::Unsupported`].
     pub fn fallback_to_soft(mut self, yes: bool) -> Self {
-        self.fallback_to_soft = yes;
+        self.options.fallback_to_soft = yes;
+        self
+    }
+
+    /// Whether each acquisition checks that the path still names the file it
+    /// locked (default: yes). A peer that deletes or replaces the lock file —
+    /// `rm`, portalocker's `TemporaryFileLock`, a cleanup script — would
+    /// otherwise leave this handle locking an orphaned file while newcomers
+    /// lock the new one. The check is one `fstat` per acquisition (a full
+    /// `lstat` only after the file's change time moved). Turn it off only for
+    /// a lock file that nothing ever deletes; it saves that system call.
+    ///
+    /// ```
+    /// use wasmlock::FileLock;
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let lock = FileLock::builder(dir.path().join("private.lock"))
+    ///     .recheck_path(false)
+    ///     .build()?;
+    /// drop(lock.lock()?);
+    /// # Ok::<(), wasmlock::Error>(())
+    /// ```
+    pub fn recheck_path(mut self, yes: bool) -> Self {
+        self.options.recheck = yes;
         self
     }
 
@@ -143,8 +182,7 @@ impl FileLockBuilder {
         Ok(FileLock::with_source(
             Source::Path(self.target?),
             self.kind,
-            self.file_mode,
-            self.fallback_to_soft,
+            self.options,
             None,
         ))
     }
@@ -207,36 +245,29 @@ impl FileLock {
         Ok(FileLock::with_source(
             Source::File { file, display },
             Kind::Os,
-            None,
-            false,
+            Options::default(),
             None,
         ))
     }
 
-    fn with_source(
-        source: Source,
-        kind: Kind,
-        file_mode: Option<u32>,
-        fallback_to_soft: bool,
-        id: Option<u64>,
-    ) -> FileLock {
+    fn with_source(source: Source, kind: Kind, options: Options, id: Option<u64>) -> FileLock {
         FileLock {
             id: id.unwrap_or_else(|| NEXT_HANDLE.fetch_add(1, Ordering::Relaxed)),
             source,
-            file_mode,
-            fallback_to_soft,
+            options,
             inner: Mutex::new(Inner {
                 kind,
                 entry: None,
                 parent: None,
-                holds: HashMap::new(),
+                holds: OwnerMap::default(),
+                verified: None,
                 created: None,
             }),
         }
     }
 
     pub(crate) fn for_semaphore(target: Target, id: u64) -> FileLock {
-        FileLock::with_source(Source::Path(target), Kind::Os, None, false, Some(id))
+        FileLock::with_source(Source::Path(target), Kind::Os, Options::default(), Some(id))
     }
 
     /// The lock path, as given.
@@ -514,8 +545,12 @@ impl FileLock {
                 Begin::Held => return Ok(()),
                 Begin::Wait(entry) => entry,
             };
-            let settled =
-                Pending::start(vec![entry.clone()], mode, self.holder_id(owner)).wait(deadline);
+            let id = self.holder_id(owner);
+            let pending = match deadline {
+                None => Pending::start_forever(entry.clone(), mode, id),
+                Some(_) => Pending::start(vec![entry.clone()], mode, id),
+            };
+            let settled = pending.wait(deadline);
             if self.finish(owner, mode, &entry, settled.map(drop))? {
                 return Ok(());
             }
@@ -540,28 +575,40 @@ impl FileLock {
     }
 
     /// Re-entry, or one attempt; says whether waiting is needed.
+    ///
+    /// This is the uncontended fast path: the handle's state stays locked
+    /// from re-entry check to recorded hold, so an acquisition costs one
+    /// handle lock, one entry lock, the `flock` and one `fstat`.
     fn begin(&self, owner: Owner, mode: Mode, wait: Wait) -> Result<Begin> {
-        if self.reenter(owner, mode)? {
-            return Ok(Begin::Held);
-        }
+        let id = self.holder_id(owner);
         for _ in 0..MAX_REPLACED {
-            let entry = self.entry()?;
-            let id = self.holder_id(owner);
+            let mut guard = self.inner();
+            let inner = &mut *guard;
+            if self.reenter(inner, owner, mode)? {
+                return Ok(Begin::Held);
+            }
+            self.open_if_needed(inner)?;
+            let Some(entry) = inner.entry.as_ref() else {
+                unreachable!("open_if_needed sets the entry")
+            };
             tracing::debug!(path = %self.path().display(), ?mode, "lock attempt");
             match entry.try_acquire(id, mode) {
                 Ok(true) => {
-                    if self.complete(owner, mode, &entry)? {
+                    if self.record(inner, owner, mode)? {
                         return Ok(Begin::Held);
                     }
                     continue;
                 }
                 Ok(false) => {}
-                Err(e) if self.fallback_applies(&e) => {
+                Err(e) if self.fallback_applies(&e, inner.kind) => {
+                    drop(guard);
                     self.switch_to_soft(&e);
                     continue;
                 }
                 Err(e) => return Err(e),
             }
+            let entry = entry.clone();
+            drop(guard);
             return match wait {
                 Wait::TryOnce => Err(self.held_error(ErrorKind::WouldBlock, &entry)),
                 Wait::Forever if entry.would_deadlock(id, mode) => {
@@ -594,31 +641,67 @@ impl FileLock {
         }
     }
 
-    /// The lock was granted: check the path still names it, then record.
+    /// The lock was granted after a wait: record it if `entry` is still this
+    /// handle's (it is dropped if the lock file was found replaced).
     pub(crate) fn complete(&self, owner: Owner, mode: Mode, entry: &Arc<Entry>) -> Result<bool> {
+        let mut inner = self.inner();
+        if !inner.entry.as_ref().is_some_and(|e| Arc::ptr_eq(e, entry)) {
+            // Another owner of this handle found the file replaced meanwhile.
+            entry.release(self.holder_id(owner))?;
+            return Ok(false);
+        }
+        self.record(&mut inner, owner, mode)
+    }
+
+    /// The entry's lock was just won for `owner`: check that the path still
+    /// names it, then record the hold. `Ok(false)`: the lock file was
+    /// replaced; the entry is given up and the caller tries again.
+    fn record(&self, inner: &mut Inner, owner: Owner, mode: Mode) -> Result<bool> {
         let id = self.holder_id(owner);
-        if !self.still_current(entry)? {
-            // Someone unlinked or replaced the lock file while we waited: the
-            // inode we hold is no longer what the path names.
+        let Some(entry) = inner.entry.as_ref() else {
+            return Ok(false);
+        };
+        let current = if self.options.recheck {
+            self.still_current(inner.parent.as_deref(), &mut inner.verified, entry)
+        } else {
+            Ok(true)
+        };
+        let current = match current {
+            Ok(current) => current,
+            Err(e) => {
+                entry.release(id)?;
+                return Err(e);
+            }
+        };
+        if !current {
+            // Someone unlinked or replaced the lock file: the inode we hold
+            // is no longer what the path names.
             entry.release(id)?;
-            self.forget_entry(entry);
+            if !inner.holds.is_empty() {
+                // Another owner still holds the old file through this handle
+                // and will release it there.
+                return Err(Error::new(ErrorKind::Io, self.path()).with_detail(
+                    "the lock file was replaced while another owner of this handle holds it",
+                ));
+            }
+            inner.entry = None;
+            inner.verified = None;
             tracing::debug!(path = %self.path().display(), "lock file was replaced; retrying");
             return Ok(false);
         }
-        if let Some(m) = self.file_mode
+        if let Some(m) = self.options.file_mode
             && let Err(e) = entry.backend().set_mode(m)
         {
             entry.release(id)?;
             return Err(e);
         }
-        self.inner().holds.insert(owner, (mode, 1));
+        inner.holds.insert(owner, (mode, 1));
         tracing::debug!(path = %self.path().display(), ?mode, "acquired");
         Ok(true)
     }
 
     /// Counts up if `owner` already holds this handle.
-    fn reenter(&self, owner: Owner, mode: Mode) -> Result<bool> {
-        let mut inner = self.inner();
+    fn reenter(&self, inner: &mut Inner, owner: Owner, mode: Mode) -> Result<bool> {
         let Some((held, count)) = inner.holds.get_mut(&owner) else {
             if mode == Mode::Shared && inner.kind == Kind::Soft {
                 return Err(unsupported_shared(self.path()));
@@ -640,26 +723,28 @@ impl FileLock {
     /// Releases one hold of `owner`.
     pub(crate) fn release(&self, owner: Owner) -> Result<()> {
         let mut inner = self.inner();
-        let Some((_, count)) = inner.holds.get_mut(&owner) else {
-            let kind = if inner.holds.is_empty() {
+        let empty = inner.holds.is_empty();
+        let std::collections::hash_map::Entry::Occupied(mut hold) = inner.holds.entry(owner) else {
+            let kind = if empty {
                 ErrorKind::NotHeld
             } else {
                 ErrorKind::NotOwner
             };
             return Err(Error::new(kind, self.path()));
         };
-        *count -= 1;
-        if *count > 0 {
+        hold.get_mut().1 -= 1;
+        if hold.get().1 > 0 {
             return Ok(());
         }
-        inner.holds.remove(&owner);
-        let entry = inner.entry.clone();
-        drop(inner);
-        self.release_entry(owner, entry)
+        hold.remove();
+        self.release_entry(&inner, owner)
     }
 
-    fn release_entry(&self, owner: Owner, entry: Option<Arc<Entry>>) -> Result<()> {
-        let entry = entry.ok_or_else(|| Error::new(ErrorKind::NotHeld, self.path()))?;
+    fn release_entry(&self, inner: &Inner, owner: Owner) -> Result<()> {
+        let entry = inner
+            .entry
+            .as_ref()
+            .ok_or_else(|| Error::new(ErrorKind::NotHeld, self.path()))?;
         entry.release(self.holder_id(owner))?;
         tracing::debug!(path = %self.path().display(), "released");
         Ok(())
@@ -671,31 +756,51 @@ impl FileLock {
         let Some((_, count)) = inner.holds.remove(&owner) else {
             return Ok(0);
         };
-        let entry = inner.entry.clone();
-        drop(inner);
-        self.release_entry(owner, entry)?;
+        self.release_entry(&inner, owner)?;
         Ok(count)
     }
 
-    fn still_current(&self, entry: &Entry) -> Result<bool> {
-        let (Source::Path(target), Key::Os(dev, ino)) = (&self.source, entry.key()) else {
+    /// Whether the path still names the entry's file.
+    ///
+    /// A full check (`lstat` of the name) costs more than the lock itself, so
+    /// it runs only when the file's change time moved since the last one: an
+    /// `fstat` of the open file shows an unlink or a rename over it (no links
+    /// left) and any other rename (it changes the change time) at once.
+    fn still_current(
+        &self,
+        parent: Option<&OwnedFd>,
+        verified: &mut Option<i128>,
+        entry: &Entry,
+    ) -> Result<bool> {
+        let (Source::Path(target), Key::Os(dev, ino), Some(parent)) =
+            (&self.source, entry.key(), parent)
+        else {
             return Ok(true);
         };
-        let Some(parent) = self.inner().parent.clone() else {
+        let Some(file) = entry.backend().file() else {
             return Ok(true);
         };
-        match sys::lstat_at(parent.as_fd(), &target.cname) {
-            Ok(st) => Ok(st.key() == (*dev, *ino)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::from_io(e, self.path())),
+        let st = sys::fstat(file).map_err(|e| Error::from_io(e, self.path()))?;
+        if st.nlink == 0 {
+            return Ok(false);
         }
+        if *verified == Some(st.ctime_ns) {
+            return Ok(true);
+        }
+        let current = match sys::lstat_at(parent.as_fd(), &target.cname) {
+            Ok(named) => named.key() == (*dev, *ino),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(Error::from_io(e, self.path())),
+        };
+        *verified = current.then_some(st.ctime_ns);
+        Ok(current)
     }
 
-    fn fallback_applies(&self, e: &Error) -> bool {
-        self.fallback_to_soft
+    fn fallback_applies(&self, e: &Error, kind: Kind) -> bool {
+        self.options.fallback_to_soft
             && e.kind() == ErrorKind::Unsupported
             && matches!(self.source, Source::Path(_))
-            && self.inner().kind == Kind::Os
+            && kind == Kind::Os
     }
 
     fn switch_to_soft(&self, why: &Error) {
@@ -711,13 +816,7 @@ impl FileLock {
         }
         inner.kind = Kind::Soft;
         inner.entry = None;
-    }
-
-    fn forget_entry(&self, entry: &Arc<Entry>) {
-        let mut inner = self.inner();
-        if inner.entry.as_ref().is_some_and(|e| Arc::ptr_eq(e, entry)) {
-            inner.entry = None;
-        }
+        inner.verified = None;
     }
 
     fn held_error(&self, kind: ErrorKind, entry: &Entry) -> Error {
@@ -738,8 +837,13 @@ impl FileLock {
     /// The entry, opening (and creating) the lock file on first use.
     pub(crate) fn entry(&self) -> Result<Arc<Entry>> {
         let mut inner = self.inner();
-        if let Some(e) = &inner.entry {
-            return Ok(e.clone());
+        self.open_if_needed(&mut inner)?;
+        Ok(inner.entry.clone().expect("open_if_needed sets the entry"))
+    }
+
+    fn open_if_needed(&self, inner: &mut Inner) -> Result<()> {
+        if inner.entry.is_some() {
+            return Ok(());
         }
         let entry = match &self.source {
             Source::File { file, display } => {
@@ -756,8 +860,8 @@ impl FileLock {
                 self.open_entry(target, parent, kind, &mut inner.created)?
             }
         };
-        inner.entry = Some(entry.clone());
-        Ok(entry)
+        inner.entry = Some(entry);
+        Ok(())
     }
 
     fn open_entry(
@@ -794,7 +898,7 @@ impl FileLock {
                         parent,
                         name.clone(),
                         path.clone(),
-                        self.file_mode,
+                        self.options.file_mode,
                     )))
                 })
             }

@@ -116,6 +116,9 @@ impl LockDir {
 
 type Refusal = (ErrorKind, &'static str);
 
+/// The longest path the system calls take, with its NUL.
+const PATH_MAX: usize = 4096;
+
 /// Where a path-based lock lives: a root, a relative parent, a file name.
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
@@ -151,6 +154,9 @@ fn split(path: &Path) -> std::result::Result<(&Path, &OsStr), Refusal> {
     }
     if bytes.contains(&0) {
         return Err((ErrorKind::InvalidPath, "the path contains a NUL byte"));
+    }
+    if bytes.len() >= PATH_MAX {
+        return Err((ErrorKind::InvalidPath, "the path is longer than 4095 bytes"));
     }
     let (parent, name) = match bytes.iter().rposition(|&b| b == b'/') {
         Some(0) => (&b"/"[..], &bytes[1..]),
@@ -201,11 +207,22 @@ impl Target {
                 "absolute paths are outside the lock directory",
             ));
         }
-        if rel.as_os_str().as_bytes().contains(&b'\\') {
+        // Paths that mean something else elsewhere are refused rather than
+        // taken literally: a guest may have been written for Windows.
+        let bytes = rel.as_os_str().as_bytes();
+        if bytes.contains(&b'\\') {
             return Err((
                 ErrorKind::InvalidPath,
                 "a backslash is not a path separator here; use '/'",
             ));
+        }
+        if let [letter, b':', ..] = bytes
+            && letter.is_ascii_alphabetic()
+        {
+            return Err((ErrorKind::InvalidPath, "drive letters name nothing here"));
+        }
+        if std::str::from_utf8(bytes).is_err() {
+            return Err((ErrorKind::InvalidPath, "the path is not valid UTF-8"));
         }
         // Refuse `..` that climbs above the top before touching anything;
         // symbolic links that point out are refused by cap-std when resolved.
@@ -234,7 +251,14 @@ impl Target {
 
     /// Opens the parent directory, creating what is missing inside the root.
     pub(crate) fn open_parent(&self) -> Result<Arc<OwnedFd>> {
-        let err = |e: std::io::Error| Error::from_io(e, &self.display);
+        let err = |e: std::io::Error| match e.kind() {
+            // Still missing after creating what was missing: a symbolic link
+            // on the way leads nowhere.
+            std::io::ErrorKind::NotFound => Error::from_io(e, &self.display)
+                .kind_to(ErrorKind::InvalidPath)
+                .with_detail("a directory on the path is a symbolic link that leads nowhere"),
+            _ => Error::from_io(e, &self.display),
+        };
         let dir = match &self.root {
             Root::Ambient(root) => open_ambient_dir(root).map_err(|e| e.at(&self.display))?,
             Root::Dir(root) if self.parent.as_os_str().is_empty() => {

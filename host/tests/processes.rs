@@ -1,5 +1,6 @@
 //! Several real processes on one lock: exclusion, shared mode, writer
-//! non-starvation, crashes (SIGKILL), semaphores, the counter invariant.
+//! non-starvation, crashes (SIGKILL), semaphores. Load tests are in
+//! `stress.rs`, crash and fault tests in `crash.rs`.
 
 mod common;
 
@@ -150,24 +151,6 @@ fn a_killed_soft_holder_is_detected_and_taken_over() {
     assert!(!path.exists(), "our marker is gone after release");
     let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert!(leftovers.is_empty(), "nothing left behind: {leftovers:?}");
-}
-
-#[test]
-fn counter_invariant_across_processes_os_and_soft() {
-    for kind in ["os", "soft"] {
-        let dir = tmp();
-        let path = dir.path().join("counter.lock");
-        let counter = dir.path().join("counter");
-        std::fs::write(&counter, "0").unwrap();
-        let kids: Vec<_> = (0..4)
-            .map(|_| Child::spawn(&["counter", p(&path), p(&counter), "150", kind]))
-            .collect();
-        for mut k in kids {
-            k.expect("DONE", Duration::from_secs(120));
-            k.finish();
-        }
-        assert_eq!(read_counter(&counter), 600, "{kind} lock lost updates");
-    }
 }
 
 #[test]

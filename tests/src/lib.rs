@@ -1,6 +1,8 @@
 //! Running real guest components: the harness of the end-to-end tests and
 //! of the demo. The guests are built by `build.rs` for `wasm32-wasip2`.
 
+pub mod bench;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -17,6 +19,39 @@ pub const COUNTER_PLUGIN: &str = env!("GUEST_COUNTER_PLUGIN");
 /// The scriptable test guest (`tests/guests/probe`).
 pub const PROBE: &str = env!("GUEST_PROBE");
 
+/// Read, add one, write back — the critical section of every counter test:
+/// it loses updates unless its callers are serialised.
+pub fn bump(counter: &Path) -> std::io::Result<()> {
+    let n: u64 = std::fs::read_to_string(counter)?
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    std::fs::write(counter, format!("{}\n", n + 1))
+}
+
+/// A binary of this workspace's build (`wasmlock`, `wasmlock-counter`, ...),
+/// next to the test executables. `None` (with a note) when it was not built,
+/// which only `cargo test --workspace` guarantees; in CI that is a failure.
+pub fn workspace_binary(name: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    let bin = [dir, dir.parent()?]
+        .iter()
+        .map(|d| d.join(name))
+        .find(|b| b.exists());
+    if bin.is_some() {
+        return bin;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "{name} missing next to {}: run `cargo test --workspace`",
+            exe.display()
+        );
+    }
+    eprintln!("SKIPPED: {name} is not built; run `cargo test --workspace`");
+    None
+}
+
 /// One engine and linker; components compiled once each.
 pub struct Runtime {
     pub engine: Engine,
@@ -32,6 +67,8 @@ pub struct Guest {
     pub locks: WasmLockCtxBuilder,
     /// Epoch ticks before the guest is interrupted (see [`Runtime::tick`]).
     pub epoch_deadline: Option<u64>,
+    /// What the guest prints; a clone can be read while it runs.
+    pub stdout: MemoryOutputPipe,
 }
 
 impl Guest {
@@ -43,6 +80,7 @@ impl Guest {
             dirs: vec![(host_dir.to_path_buf(), "/data".into(), FsPerms::ReadWrite)],
             locks: WasmLockCtx::builder(),
             epoch_deadline: None,
+            stdout: MemoryOutputPipe::new(1 << 20),
         }
     }
 }
@@ -107,7 +145,7 @@ impl Runtime {
     /// Runs a guest as a `wasi:cli` command to completion (or trap).
     pub async fn run(&self, guest: Guest) -> Result<Outcome> {
         let component = self.component(&guest.wasm)?;
-        let stdout = MemoryOutputPipe::new(1 << 20);
+        let stdout = guest.stdout.clone();
         let mut wasi = WasiCtxBuilder::new();
         wasi.arg(
             guest

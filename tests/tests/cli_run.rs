@@ -8,19 +8,7 @@ use wasmlock_tests::{COUNTER_PLUGIN, PROBE};
 
 /// The `wasmlock` binary of this build (built by `cargo test --workspace`).
 fn bin() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let bin = exe.parent()?.parent()?.join("wasmlock");
-    if bin.exists() {
-        return Some(bin);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{} missing: run `cargo test --workspace`", bin.display());
-    }
-    eprintln!(
-        "SKIPPED: {} is not built; run `cargo test --workspace`",
-        bin.display()
-    );
-    None
+    wasmlock_tests::workspace_binary("wasmlock")
 }
 
 #[test]

@@ -41,6 +41,11 @@ pub(crate) trait Backend: Send + Sync + 'static {
         Ok(())
     }
 
+    /// The open lock file, for backends that keep one (OS locks).
+    fn file(&self) -> Option<&std::fs::File> {
+        None
+    }
+
     /// The path used in messages.
     fn path(&self) -> &Path;
 

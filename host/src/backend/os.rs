@@ -87,6 +87,10 @@ impl Backend for OsBackend {
         sys::fchmod(&self.file, mode).map_err(|e| self.err(e))
     }
 
+    fn file(&self) -> Option<&File> {
+        Some(&self.file)
+    }
+
     fn path(&self) -> &Path {
         &self.path
     }

@@ -5,7 +5,8 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::Backend;
@@ -31,6 +32,12 @@ pub(crate) struct SoftBackend {
     mine: Mutex<Option<(File, (u64, u64))>>,
     /// A malformed marker first seen at this instant, identified by inode and times.
     malformed: Mutex<Option<(Stat, Instant)>>,
+    /// Made on the first wait and kept: setting a watch up is cheap, but
+    /// tearing one down costs milliseconds.
+    watch: OnceLock<DirWatch>,
+    /// The file system cannot make unnamed files: markers are created, then
+    /// written.
+    no_unnamed: AtomicBool,
 }
 
 impl SoftBackend {
@@ -48,6 +55,8 @@ impl SoftBackend {
             mode: mode.unwrap_or(0o664),
             mine: Mutex::new(None),
             malformed: Mutex::new(None),
+            watch: OnceLock::new(),
+            no_unnamed: AtomicBool::new(false),
         }
     }
 
@@ -55,7 +64,39 @@ impl SoftBackend {
         Error::from_io(e, &self.path)
     }
 
+    /// Creates our marker if the path is free. `Ok(false)`: it is taken.
     fn create(&self) -> Result<bool> {
+        if !self.no_unnamed.load(Ordering::Relaxed) {
+            match self.publish_whole() {
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                    self.no_unnamed.store(true, Ordering::Relaxed);
+                }
+                other => return other.map_err(|e| self.err(e)),
+            }
+        }
+        self.create_then_write()
+    }
+
+    /// Writes the marker into a file without a name, then names it: a holder
+    /// killed at any moment leaves no marker or a whole one, never the empty
+    /// file that py-filelock — and so we — must take for a live holder.
+    fn publish_whole(&self) -> io::Result<bool> {
+        let dir = self.dir.as_fd();
+        let mut file = sys::open_unnamed_at(dir, self.mode)?;
+        file.write_all(&our_marker())?;
+        let st = sys::fstat(&file)?;
+        match sys::link_at(&file, dir, &self.name) {
+            Ok(()) => {
+                *self.mine.lock().unwrap() = Some((file, st.key()));
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The portable way, as py-filelock does it: exclusive create, then write.
+    fn create_then_write(&self) -> Result<bool> {
         let dir = self.dir.as_fd();
         let mut file = match sys::open_at(dir, &self.name, Create::New, self.mode) {
             Ok(f) => f,
@@ -63,7 +104,7 @@ impl SoftBackend {
             Err(e) => return Err(self.err(e)),
         };
         let written = sys::fstat(&file).and_then(|st| {
-            file.write_all(&Marker::ours().to_bytes())?;
+            file.write_all(&our_marker())?;
             Ok(st)
         });
         match written {
@@ -124,7 +165,7 @@ impl SoftBackend {
     /// Breaks the marker if its holder is provably gone. `Ok(true)`: the path
     /// is free now (or was already), try again.
     fn break_if_stale(&self) -> Result<bool> {
-        let Some((st, content, _pin)) = self.read()? else {
+        let Some((st, content, pin)) = self.read()? else {
             return Ok(true);
         };
         let stale = match &content {
@@ -133,7 +174,7 @@ impl SoftBackend {
             Content::Malformed => self.malformed_for_long(st),
         };
         if stale {
-            self.take_over(st, &content)
+            self.take_over(st, &content, &pin)
         } else {
             Ok(false)
         }
@@ -150,34 +191,92 @@ impl SoftBackend {
         }
     }
 
-    /// Moves the judged marker to a private name, then checks that what moved
-    /// is the inode that was judged; a live marker that slipped in is put back.
-    fn take_over(&self, judged: Stat, content: &Content) -> Result<bool> {
+    /// Moves the judged marker to a private name, then deletes it.
+    ///
+    /// Breakers take turns: whoever moves a marker off the name holds a
+    /// kernel lock on it (`pin`, the judged marker itself) meanwhile, and
+    /// first checks that the name still holds it. Without the turns, a second
+    /// breaker that judged the same marker could move its successor's live
+    /// marker aside instead, and if it died before putting it back, that
+    /// holder would hold a lock that everyone else sees free. A marker is
+    /// judged stale only on the host that wrote it, so every breaker of one
+    /// marker shares a kernel; a holder takes the same lock to release.
+    fn take_over(&self, judged: Stat, content: &Content, pin: &File) -> Result<bool> {
         let dir = self.dir.as_fd();
+        match sys::flock_try(pin, Mode::Exclusive) {
+            // Another process is breaking or releasing it right now.
+            Ok(false) => return Ok(false),
+            Ok(true) => {}
+            // No kernel locks on this file system: go on without turns, as
+            // py-filelock does.
+            Err(_) => {}
+        }
+        match sys::lstat_at(dir, &self.name) {
+            Ok(now) if now.key() == judged.key() => {}
+            // Broken or released meanwhile: look again.
+            Ok(_) => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
+            Err(e) => return Err(self.err(e)),
+        }
         // The same pattern as py-filelock, so its recovery of stranded markers
         // also recognises ours.
-        let aside = format!(
-            "{}.break.{}.{}",
-            self.name.to_string_lossy(),
+        let aside = CString::new(format!(
+            "{}{}.{}",
+            self.break_prefix(),
             sys::pid(),
             sys::random_hex()
-        );
-        let aside = CString::new(aside).expect("no NUL");
+        ))
+        .expect("no NUL");
         match sys::rename_at(dir, &self.name, &aside, true) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
             Err(e) => return Err(self.err(e)),
         }
+        // Only a peer that takes no turns (py-filelock) can have slipped a
+        // live marker in between; it goes back.
         let moved = sys::lstat_at(dir, &aside).map_err(|e| self.err(e))?;
         if moved.key() == judged.key() && moved.mtime_ns == judged.mtime_ns {
             let _ = sys::unlink_at(dir, &aside);
             tracing::debug!(path = %self.path.display(), marker = ?content, "broke stale soft lock");
+            self.sweep_stranded();
             return Ok(true);
         }
         if let Err(e) = sys::rename_at(dir, &aside, &self.name, true) {
             tracing::warn!(path = %self.path.display(), error = %e, "could not put back a live marker moved while breaking a stale one");
         }
         Ok(false)
+    }
+
+    /// `{name}.break.`: what a breaker's private name starts with.
+    fn break_prefix(&self) -> String {
+        format!("{}.break.", self.name.to_string_lossy())
+    }
+
+    /// Deletes markers that a breaker moved aside and died before deleting:
+    /// `{name}.break.{pid}.{32 hex}` whose breaker is no longer alive. They
+    /// hold no lock, but nobody else would ever clean them up.
+    fn sweep_stranded(&self) {
+        let prefix = self.break_prefix();
+        let Ok(entries) = std::fs::read_dir(sys::proc_fd_path(self.dir.as_fd())) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+                continue;
+            };
+            let Some((pid, hex)) = rest.split_once('.') else {
+                continue;
+            };
+            let stranded = hex.len() == 32
+                && hex.bytes().all(|b| b.is_ascii_hexdigit())
+                && pid.parse().is_ok_and(|pid| !sys::pid_alive(pid))
+                && entry.file_type().is_ok_and(|t| t.is_file());
+            if stranded && let Ok(c) = CString::new(name.as_encoded_bytes()) {
+                let _ = sys::unlink_at(self.dir.as_fd(), &c);
+                tracing::debug!(path = %self.path.display(), stranded = ?name, "removed a marker a dead breaker left aside");
+            }
+        }
     }
 
     fn wait_once(&self) -> Result<bool> {
@@ -201,7 +300,8 @@ impl Backend for SoftBackend {
 
     fn acquire_blocking(&self, mode: Mode, wanted: &dyn Fn() -> bool) -> Result<bool> {
         // Watch first, then try: a release between the two is not missed.
-        let watch = DirWatch::new(self.dir.as_fd());
+        let watch = self.watch.get_or_init(|| DirWatch::new(self.dir.as_fd()));
+        watch.clear();
         // Checking `wanted` first: a marker taken for nobody would block
         // others until the manager noticed and gave it back.
         while wanted() {
@@ -219,9 +319,13 @@ impl Backend for SoftBackend {
     }
 
     fn release(&self, _mode: Mode) -> Result<()> {
-        let Some((_pin, key)) = self.mine.lock().unwrap().take() else {
+        let Some((pin, key)) = self.mine.lock().unwrap().take() else {
             return Ok(());
         };
+        // Take turns with anyone breaking this marker (see `take_over`): a
+        // breaker holds the lock for a few system calls, or dies and frees
+        // it. An error means no kernel locks here, and no turns to take.
+        let _ = sys::flock_wait(&pin, Mode::Exclusive);
         if self.unlink_if(key) {
             Ok(())
         } else {
@@ -258,7 +362,7 @@ impl Backend for SoftBackend {
     /// Breaks the marker. Without `force`, only a marker whose holder is
     /// provably gone (or a malformed one) is broken.
     fn break_lock(&self, force: bool) -> Result<()> {
-        let Some((st, content, _pin)) = self.read()? else {
+        let Some((st, content, pin)) = self.read()? else {
             return Err(
                 Error::new(ErrorKind::NotHeld, &self.path).with_detail("no marker to break")
             );
@@ -274,11 +378,26 @@ impl Backend for SoftBackend {
                 )),
             );
         }
-        if self.take_over(st, &content)? {
+        if self.take_over(st, &content, &pin)? {
             Ok(())
         } else {
             Err(Error::new(ErrorKind::WouldBlock, &self.path)
                 .with_detail("the marker changed while breaking it; look again"))
+        }
+    }
+}
+
+/// This process's marker bytes. Made once per process: the start token
+/// takes two file reads. A forked child has another pid, and makes its own.
+fn our_marker() -> Vec<u8> {
+    static OURS: Mutex<Option<(u32, Vec<u8>)>> = Mutex::new(None);
+    let mut ours = OURS.lock().unwrap();
+    match &*ours {
+        Some((pid, bytes)) if *pid == sys::pid() => bytes.clone(),
+        _ => {
+            let bytes = Marker::ours().to_bytes();
+            *ours = Some((sys::pid(), bytes.clone()));
+            bytes
         }
     }
 }

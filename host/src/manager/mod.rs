@@ -246,7 +246,9 @@ impl Entry {
                 }
                 Ok(Take::Busy) => break,
                 Ok(Take::Contended) => {
-                    self.spawn_blocking(st, front.mode);
+                    if !st.blocking {
+                        self.start_blocking(st, &front, index);
+                    }
                     break;
                 }
                 Err(e) => {
@@ -258,8 +260,16 @@ impl Entry {
         self.settle_backend(st)
     }
 
-    fn spawn_blocking(self: &Arc<Self>, st: &mut State, mode: Mode) {
+    /// Has someone wait on the backend for the head of the queue: its own
+    /// thread if it can, else a new thread. Only where nothing but that wait
+    /// can grant the lock: a thread busy waiting on the backend could not
+    /// notice a grant that reached it another way.
+    fn start_blocking(self: &Arc<Self>, st: &mut State, head: &Waiter, index: usize) {
         st.blocking = true;
+        if !self.backend.attempts_while_blocking() && head.ask_to_block(index) {
+            return;
+        }
+        let mode = head.mode;
         let me = self.clone();
         tracing::debug!(path = %self.backend.path().display(), ?mode, "waiting for another process");
         let spawned = std::thread::Builder::new()
@@ -277,7 +287,7 @@ impl Entry {
 
     /// Body of the waiting thread: wait on the backend for the head's mode,
     /// then hand the lock over through `dispatch`.
-    fn block(self: Arc<Self>, mut mode: Mode) {
+    pub(crate) fn block(self: Arc<Self>, mut mode: Mode) {
         loop {
             let wanted = || !self.state().queue.is_empty();
             let result = self.backend.acquire_blocking(mode, &wanted);

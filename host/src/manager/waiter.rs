@@ -23,26 +23,64 @@ pub(crate) enum Outcome {
 struct Slot {
     outcome: Outcome,
     waker: Option<Waker>,
+    /// The entry (by index) asks this waiter's thread to wait on its backend.
+    block: Option<usize>,
+    /// A thread sleeps on the condition variable: only then is waking it
+    /// worth a system call.
+    sleeping: bool,
+}
+
+/// What wakes a thread waiting for its outcome.
+enum Woken {
+    Settled(Outcome),
+    /// Wait on the backend of the entry at this index first.
+    Block(usize),
 }
 
 pub(crate) struct Waiter {
     pub(crate) mode: Mode,
     pub(crate) holder: HolderId,
+    /// A thread that waits for nothing else is waiting for this one, and may
+    /// do the entry's kernel wait itself: the kernel then wakes the thread
+    /// that wants the lock, not a helper that would have to wake it in turn.
+    pub(crate) blocks_itself: bool,
     slot: Mutex<Slot>,
     cv: Condvar,
 }
 
 impl Waiter {
-    fn new(mode: Mode, holder: HolderId) -> Waiter {
+    fn new(mode: Mode, holder: HolderId, blocks_itself: bool) -> Waiter {
         Waiter {
             mode,
             holder,
+            blocks_itself,
             slot: Mutex::new(Slot {
                 outcome: Outcome::Pending,
                 waker: None,
+                block: None,
+                sleeping: false,
             }),
             cv: Condvar::new(),
         }
+    }
+
+    /// Asks the waiting thread to wait on the backend of entry `index`;
+    /// false if this waiter cannot (see [`Waiter::blocks_itself`]).
+    pub(crate) fn ask_to_block(&self, index: usize) -> bool {
+        if !self.blocks_itself {
+            return false;
+        }
+        let mut slot = self.slot.lock().unwrap();
+        if !matches!(slot.outcome, Outcome::Pending) {
+            return false;
+        }
+        slot.block = Some(index);
+        let sleeping = slot.sleeping;
+        drop(slot);
+        if sleeping {
+            self.cv.notify_all();
+        }
+        true
     }
 
     /// Settles a pending waiter; false if it was already settled elsewhere.
@@ -53,8 +91,11 @@ impl Waiter {
         }
         slot.outcome = outcome;
         let waker = slot.waker.take();
+        let sleeping = slot.sleeping;
         drop(slot);
-        self.cv.notify_all();
+        if sleeping {
+            self.cv.notify_all();
+        }
         if let Some(w) = waker {
             w.wake();
         }
@@ -84,22 +125,28 @@ impl Waiter {
         before
     }
 
-    fn wait_until(&self, deadline: Option<Instant>) -> Outcome {
+    fn wait_until(&self, deadline: Option<Instant>) -> Woken {
         let mut slot = self.slot.lock().unwrap();
         loop {
             if !matches!(slot.outcome, Outcome::Pending) {
-                return slot.outcome.clone();
+                return Woken::Settled(slot.outcome.clone());
             }
+            if let Some(index) = slot.block.take() {
+                return Woken::Block(index);
+            }
+            slot.sleeping = true;
             match deadline {
                 None => slot = self.cv.wait(slot).unwrap(),
                 Some(at) => {
                     let now = Instant::now();
                     if now >= at {
-                        return Outcome::Pending;
+                        slot.sleeping = false;
+                        return Woken::Settled(Outcome::Pending);
                     }
                     slot = self.cv.wait_timeout(slot, at - now).unwrap().0;
                 }
             }
+            slot.sleeping = false;
         }
     }
 
@@ -129,7 +176,23 @@ pub(crate) type Settled = Result<usize, Option<Error>>;
 impl Pending {
     /// Queues one waiter in every entry; the first entry to grant wins.
     pub(crate) fn start(entries: Vec<Arc<Entry>>, mode: Mode, holder: HolderId) -> Pending {
-        let waiter = Arc::new(Waiter::new(mode, holder));
+        Pending::queue(entries, mode, holder, false)
+    }
+
+    /// Queues a waiter in one entry for a thread that will wait for it
+    /// without a deadline ([`Pending::wait`]`(None)`): that thread may be
+    /// asked to do the kernel wait itself.
+    pub(crate) fn start_forever(entry: Arc<Entry>, mode: Mode, holder: HolderId) -> Pending {
+        Pending::queue(vec![entry], mode, holder, true)
+    }
+
+    fn queue(
+        entries: Vec<Arc<Entry>>,
+        mode: Mode,
+        holder: HolderId,
+        blocks_itself: bool,
+    ) -> Pending {
+        let waiter = Arc::new(Waiter::new(mode, holder, blocks_itself));
         for (i, e) in entries.iter().enumerate() {
             e.enqueue(&waiter, i);
         }
@@ -142,8 +205,12 @@ impl Pending {
 
     /// Blocks the calling thread. `Err(None)` means the deadline passed.
     pub(crate) fn wait(mut self, deadline: Option<Instant>) -> Settled {
-        let outcome = self.waiter.wait_until(deadline);
-        self.settle(outcome)
+        loop {
+            match self.waiter.wait_until(deadline) {
+                Woken::Block(index) => self.entries[index].clone().block(self.waiter.mode),
+                Woken::Settled(outcome) => return self.settle(outcome),
+            }
+        }
     }
 
     /// Waits as a future. `Err(None)` means the deadline passed.

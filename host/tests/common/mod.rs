@@ -136,6 +136,11 @@ impl Child {
         self.child.wait().unwrap();
     }
 
+    /// How the child ended, if it has.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
     /// Closes stdin and waits for the child to exit successfully.
     pub fn finish(mut self) {
         drop(self.stdin.take());
@@ -208,6 +213,14 @@ pub fn child_main() {
 
 fn run_role(words: &[&str]) {
     match words {
+        // A raw kernel lock on any file (as a breaker holds the marker it
+        // is breaking), until killed or told.
+        ["hold-flock", path] => {
+            let f = std::fs::File::open(path).unwrap();
+            fs4::FileExt::lock(&f).unwrap();
+            println!("LOCKED");
+            let _ = wait_line();
+        }
         // Take the lock, say so, hold it until told (or stdin closes).
         ["hold", path, m, k] => {
             let lock = open(path, k);
@@ -278,7 +291,211 @@ fn run_role(words: &[&str]) {
                 Err(e) => println!("RESULT {:?}", e.kind()),
             }
         }
+        // `threads` threads bump a counter `n` times each under the lock,
+        // every one inside a witness; odd threads share one handle, even
+        // threads have their own.
+        ["counter-threads", path, counter, threads, n, k, witness] => {
+            let shared = open(path, k);
+            let witness = Witness::new(witness);
+            std::thread::scope(|s| {
+                for t in 0..threads.parse::<usize>().unwrap() {
+                    let (shared, witness) = (&shared, &witness);
+                    s.spawn(move || {
+                        let own = (t % 2 == 0).then(|| open(path, k));
+                        let lock = own.as_ref().unwrap_or(shared);
+                        for _ in 0..n.parse::<u32>().unwrap() {
+                            let _g = lock.lock().unwrap();
+                            let _inside = witness.enter(Mode::Exclusive);
+                            bump(Path::new(counter));
+                        }
+                    });
+                }
+            });
+            println!("DONE");
+        }
+        // Readers or writers in `threads` threads, each holding `hold_us`
+        // inside a witness, until `n` rounds are done (writers) or the stop
+        // file appears (readers, which never pause between reads).
+        ["rw", path, m, threads, n, hold_us, witness, stop] => {
+            let lock = open(path, "os");
+            let witness = Witness::new(witness);
+            let hold = Duration::from_micros(hold_us.parse().unwrap());
+            let rounds = std::sync::atomic::AtomicU64::new(0);
+            let mut slowest = Duration::ZERO;
+            std::thread::scope(|s| {
+                let workers: Vec<_> = (0..threads.parse::<usize>().unwrap())
+                    .map(|_| {
+                        s.spawn(|| {
+                            let mut slowest = Duration::ZERO;
+                            let mut i = 0;
+                            while if *m == "ex" {
+                                i < n.parse::<u32>().unwrap()
+                            } else {
+                                !Path::new(stop).exists()
+                            } {
+                                let asked = Instant::now();
+                                let g = lock.lock_with(mode(m), Wait::Timeout(LONG)).unwrap();
+                                slowest = slowest.max(asked.elapsed());
+                                let inside = witness.enter(mode(m));
+                                std::thread::sleep(hold);
+                                drop(inside);
+                                drop(g);
+                                rounds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                i += 1;
+                            }
+                            slowest
+                        })
+                    })
+                    .collect();
+                for w in workers {
+                    slowest = slowest.max(w.join().unwrap());
+                }
+            });
+            println!("DONE {} {}", rounds.into_inner(), slowest.as_micros());
+        }
+        // `threads` threads take a permit `n` times each; inside, the number
+        // of holders (one witness file each) never exceeds the slots, and
+        // nobody else holds the same slot.
+        ["permit-threads", dir, name, slots, threads, n, witness] => {
+            let slots: usize = slots.parse().unwrap();
+            let sem = Semaphore::new(dir, name, slots).unwrap();
+            let witness = Path::new(witness);
+            std::thread::scope(|s| {
+                for t in 0..threads.parse::<usize>().unwrap() {
+                    let sem = &sem;
+                    s.spawn(move || {
+                        for i in 0..n.parse::<u32>().unwrap() {
+                            let p = sem.acquire().unwrap();
+                            let me = witness.join(format!("{}.{t}.{i}", std::process::id()));
+                            std::fs::write(&me, b"").unwrap();
+                            let slot = witness.join(format!("slot{}", p.slot()));
+                            std::fs::OpenOptions::new()
+                                .write(true)
+                                .create_new(true)
+                                .open(&slot)
+                                .expect("two holders of one semaphore slot");
+                            let holders = std::fs::read_dir(witness)
+                                .unwrap()
+                                .filter(|e| {
+                                    !e.as_ref()
+                                        .unwrap()
+                                        .file_name()
+                                        .to_string_lossy()
+                                        .starts_with("slot")
+                                })
+                                .count();
+                            assert!(holders <= slots, "{holders} holders of {slots} slots");
+                            std::thread::sleep(Duration::from_micros(100));
+                            std::fs::remove_file(&slot).unwrap();
+                            std::fs::remove_file(&me).unwrap();
+                            drop(p);
+                        }
+                    });
+                }
+            });
+            println!("DONE");
+        }
+        // Soft lock churn for the crash tests: lock (breaking stale markers
+        // as needed), hold inside a witness, release; forever or `n` times.
+        ["soft-churn", path, witness, n] => {
+            let lock = open(path, "soft");
+            let witness = Witness::new(witness);
+            let n: u64 = n.parse().unwrap();
+            let mut i = 0;
+            println!("STARTED");
+            while n == 0 || i < n {
+                let g = lock.lock_timeout(LONG).unwrap();
+                let inside = witness.enter(Mode::Exclusive);
+                std::thread::sleep(Duration::from_micros(200));
+                drop(inside);
+                drop(g);
+                i += 1;
+            }
+            println!("DONE");
+        }
         other => panic!("unknown child role {other:?}"),
+    }
+}
+
+/// Shows who is inside a critical section, across threads and processes,
+/// with files: a writer creates `w` exclusively and sees no reader file; a
+/// reader creates its own file and sees no `w`. Any overlap the lock should
+/// have prevented panics (in a child: `ERROR`, exit status 3).
+pub struct Witness {
+    dir: std::path::PathBuf,
+}
+
+/// Inside the witness until dropped.
+pub struct Inside(std::path::PathBuf);
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        std::fs::remove_file(&self.0).unwrap();
+    }
+}
+
+impl Witness {
+    pub fn new(dir: impl AsRef<Path>) -> Witness {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).unwrap();
+        Witness { dir }
+    }
+
+    pub fn enter(&self, m: Mode) -> Inside {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let writer = self.dir.join("w");
+        match m {
+            Mode::Exclusive => {
+                // Made whole under another name, then linked in: a holder
+                // killed at any moment leaves either nothing or its pid.
+                let mine = self.dir.join(format!("t.{}", std::process::id()));
+                std::fs::write(&mine, std::process::id().to_string()).unwrap();
+                while let Err(e) = std::fs::hard_link(&mine, &writer) {
+                    // A holder killed inside leaves its file; only a live
+                    // one means two are inside.
+                    let owner = std::fs::read_to_string(&writer).unwrap_or_default();
+                    match owner.parse::<i32>() {
+                        // SAFETY: kill with signal 0 only checks the pid.
+                        Ok(pid) if unsafe { libc::kill(pid, 0) } != 0 => {
+                            let _ = std::fs::remove_file(&writer);
+                        }
+                        _ => panic!("VIOLATION: two writers inside at once ({e}; {owner:?})"),
+                    }
+                }
+                std::fs::remove_file(&mine).unwrap();
+                let readers = self.readers();
+                assert!(
+                    readers == 0,
+                    "VIOLATION: a writer inside with {readers} readers"
+                );
+                Inside(writer)
+            }
+            Mode::Shared => {
+                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let me = self.dir.join(format!("r.{}.{n}", std::process::id()));
+                std::fs::write(&me, b"").unwrap();
+                assert!(!writer.exists(), "VIOLATION: a reader inside with a writer");
+                Inside(me)
+            }
+        }
+    }
+
+    fn readers(&self) -> usize {
+        std::fs::read_dir(&self.dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("r.")
+            })
+            .count()
+    }
+
+    /// Whether nobody is inside.
+    pub fn is_empty(&self) -> bool {
+        !self.dir.join("w").exists() && self.readers() == 0
     }
 }
 
@@ -317,6 +534,15 @@ pub fn require(tool_ok: bool, what: &str) -> bool {
     }
     eprintln!("SKIPPED: {what} is not available here");
     false
+}
+
+/// Cases per property test: `PROPTEST_CASES` if set (CI runs more),
+/// else `default`.
+pub fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 pub fn tmp() -> tempfile::TempDir {

@@ -14,6 +14,7 @@ pub(crate) struct Stat {
     pub ino: u64,
     pub mtime_ns: i128,
     pub ctime_ns: i128,
+    pub nlink: u64,
     pub is_file: bool,
 }
 
@@ -71,12 +72,73 @@ pub(crate) fn open_at(
     }
 }
 
+/// A file in `dir` that has no name yet (`O_TMPFILE`): whatever is written
+/// to it appears all at once when [`link_at`] names it. Fails with
+/// `Unsupported` where the file system or the platform cannot do that.
+#[cfg(target_os = "linux")]
+pub(crate) fn open_unnamed_at(dir: BorrowedFd<'_>, mode: u32) -> io::Result<File> {
+    let flags = libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC;
+    loop {
+        // SAFETY: valid dir fd and a NUL-terminated name ("." is the dir).
+        let fd =
+            unsafe { libc::openat(dir.as_raw_fd(), c".".as_ptr(), flags, mode as libc::c_uint) };
+        if fd >= 0 {
+            // SAFETY: we own the fresh fd.
+            return Ok(unsafe { File::from_raw_fd(fd) });
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            // Kernels and file systems without it say so in several ways.
+            Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL) => {
+                return Err(io::Error::new(io::ErrorKind::Unsupported, err));
+            }
+            _ => return Err(err),
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn open_unnamed_at(_: BorrowedFd<'_>, _: u32) -> io::Result<File> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// Gives a file from [`open_unnamed_at`] the name `name` in `dir`; fails
+/// with `AlreadyExists` if the name is taken, and never replaces anything.
+/// `Unsupported` without `/proc` (the unprivileged way to name an open file).
+pub(crate) fn link_at(file: &File, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    let fd_path = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .expect("no NUL in a formatted path");
+    // SAFETY: NUL-terminated paths and a valid dir fd.
+    let rc = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            fd_path.as_ptr(),
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    match cvt(rc) {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.raw_os_error() == Some(libc::ENOENT)
+                && !std::path::Path::new("/proc/self/fd").exists() =>
+        {
+            Err(io::Error::new(io::ErrorKind::Unsupported, e))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 fn to_stat(st: &libc::stat) -> Stat {
     Stat {
         dev: st.st_dev,
         ino: st.st_ino,
         mtime_ns: i128::from(st.st_mtime) * 1_000_000_000 + i128::from(st.st_mtime_nsec),
         ctime_ns: i128::from(st.st_ctime) * 1_000_000_000 + i128::from(st.st_ctime_nsec),
+        #[allow(clippy::useless_conversion)] // nlink_t is u32 on some targets
+        nlink: u64::from(st.st_nlink),
         is_file: (st.st_mode & libc::S_IFMT) == libc::S_IFREG,
     }
 }
@@ -101,9 +163,31 @@ pub(crate) fn lstat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Stat> {
 pub(crate) fn fstat(file: &File) -> io::Result<Stat> {
     // SAFETY: stat is plain old data; all-zero is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid fd and a stat to fill.
-    cvt(unsafe { libc::fstat(file.as_raw_fd(), &mut st) })?;
+    fstat_raw(file.as_raw_fd(), &mut st)?;
     Ok(to_stat(&st))
+}
+
+/// The `fstat` system call itself: glibc's `fstat` is `fstatat(fd, "",
+/// AT_EMPTY_PATH)`, which copies and looks up an empty path first and costs
+/// twice as much — and the engine calls it on every acquisition.
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+fn fstat_raw(fd: libc::c_int, st: &mut libc::stat) -> io::Result<()> {
+    // SAFETY: SYS_fstat with a valid fd and a pointer to a stat to fill; on
+    // these targets the kernel's struct stat is libc's.
+    let rc = unsafe { libc::syscall(libc::SYS_fstat, fd, st as *mut libc::stat) };
+    cvt(rc as libc::c_int).map(drop)
+}
+
+#[cfg(not(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
+fn fstat_raw(fd: libc::c_int, st: &mut libc::stat) -> io::Result<()> {
+    // SAFETY: valid fd and a stat to fill.
+    cvt(unsafe { libc::fstat(fd, st) }).map(drop)
 }
 
 /// Renames within `dir`. With `noreplace` the target must not exist.
@@ -137,6 +221,12 @@ pub(crate) fn unlink_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
 pub(crate) fn fchmod(file: &File, mode: u32) -> io::Result<()> {
     // SAFETY: valid fd.
     cvt(unsafe { libc::fchmod(file.as_raw_fd(), mode as libc::mode_t) }).map(drop)
+}
+
+/// A path that names the directory open as `dir`, wherever it lives now,
+/// for the calls that want a path (Linux `/proc`).
+pub(crate) fn proc_fd_path(dir: BorrowedFd<'_>) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()))
 }
 
 /// 32 random hex digits for private file names.

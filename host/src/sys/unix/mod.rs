@@ -6,7 +6,8 @@ mod proc_locks;
 mod watch;
 
 pub(crate) use at::{
-    Create, Stat, fchmod, fstat, lstat_at, open_at, random_hex, rename_at, unlink_at,
+    Create, Stat, fchmod, fstat, link_at, lstat_at, open_at, open_unnamed_at, proc_fd_path,
+    random_hex, rename_at, unlink_at,
 };
 pub(crate) use watch::DirWatch;
 

@@ -29,8 +29,12 @@ impl DirWatch {
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         // inotify wants a path; the directory's /proc/self/fd entry names
         // exactly the directory we hold, wherever it lives now.
-        let path = std::ffi::CString::new(format!("/proc/self/fd/{}", dir.as_raw_fd()))
-            .expect("no NUL in a formatted path");
+        let path = std::ffi::CString::new(
+            super::proc_fd_path(dir)
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+        .expect("no NUL in a formatted path");
         let mask = libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_DELETE_SELF | libc::IN_ATTRIB;
         // SAFETY: valid inotify fd and NUL-terminated path.
         let rc = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), mask) };
@@ -43,6 +47,14 @@ impl DirWatch {
     #[cfg(not(target_os = "linux"))]
     fn open(_: BorrowedFd<'_>) -> io::Result<OwnedFd> {
         Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+
+    /// Forgets the changes seen so far: a wait after this wakes only for
+    /// what happens from now on.
+    pub(crate) fn clear(&self) {
+        if let Some(fd) = &self.fd {
+            Self::drain(fd);
+        }
     }
 
     /// Waits for a change or for `timeout`, whichever comes first.
@@ -60,10 +72,30 @@ impl DirWatch {
         // SAFETY: one valid pollfd.
         let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
         if rc > 0 {
-            let mut buf = [0u8; 4096];
-            // Drain: the events only say "look again".
-            // SAFETY: reads at most buf.len() bytes into buf from a valid fd.
-            while unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+            // The events only say "look again".
+            Self::drain(fd);
+        }
+    }
+
+    fn drain(fd: &OwnedFd) {
+        let mut buf = [0u8; 4096];
+        // SAFETY: reads at most buf.len() bytes into buf from a valid
+        // non-blocking fd.
+        while unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+    }
+}
+
+impl Drop for DirWatch {
+    fn drop(&mut self) {
+        // Closing an inotify instance waits for an RCU grace period: often
+        // 5-15 ms. Nobody should wait for that, least of all whoever drops
+        // the last handle of a lock, so the descriptor is closed elsewhere.
+        if let Some(fd) = self.fd.take() {
+            // If no thread can be started, the closure and the descriptor
+            // are dropped right here instead.
+            let _ = std::thread::Builder::new()
+                .name("wasmlock-close".into())
+                .spawn(move || drop(fd));
         }
     }
 }

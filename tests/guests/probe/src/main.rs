@@ -6,7 +6,10 @@
 //! `rel:H`, `count:H`, `locked:H`, `holder:H`, `break:H:force|noforce`,
 //! `drop:H`, `start:H:ex|sh`, `poll:H:MS`, `finish:H`, `sem:S:DIR:NAME:N`,
 //! `permit:S:forever|try|MS`, `droppermits`, `counter:H:FILE:N`,
-//! `touch:PATH`, `await:PATH`, `sleep:MS`, `trap`, `spin`.
+//! `touch:PATH`, `await:PATH`, `sleep:MS`, `trap`, `spin`, `hostile:os|soft:HEX`
+//! (open-at the first preopen with a hex-encoded path, then try), `log:PATH:TEXT`
+//! (append a line), `bench:H:N` (N uncontended lock+unlock, prints the
+//! nanoseconds they took).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -40,6 +43,13 @@ fn outcome<T>(r: Result<T, wasmlock_guest::Error>) -> String {
     }
 }
 
+fn unhex(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
 fn bump(path: &str) {
     let n: u64 = std::fs::read_to_string(path)
         .ok()
@@ -67,6 +77,22 @@ fn main() {
                         locks.insert(h.to_string(), l);
                         "ok".into()
                     }
+                    Err(e) => outcome::<()>(Err(e)),
+                }
+            }
+            // Open-at on the first preopen with a path given in hex (any
+            // bytes, ':' and NUL included), then one try: what a hostile
+            // guest would do. Prints both outcomes.
+            ["hostile", kind, hex] => {
+                let path = String::from_utf8(unhex(hex)).expect("UTF-8: WIT strings are");
+                let kind = if *kind == "soft" {
+                    Kind::Soft
+                } else {
+                    Kind::Os
+                };
+                let dirs = get_directories();
+                match Lock::open_at(&dirs[0].0, &path, kind) {
+                    Ok(l) => format!("open ok, try {}", outcome(l.try_lock().map(drop))),
                     Err(e) => outcome::<()>(Err(e)),
                 }
             }
@@ -172,6 +198,24 @@ fn main() {
                     bump(file);
                 }
                 "ok".into()
+            }
+            ["log", path, text] => {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(path)
+                    .unwrap();
+                writeln!(f, "{text}").unwrap();
+                "ok".into()
+            }
+            ["bench", h, n] => {
+                let lock = &locks[*h];
+                let start = std::time::Instant::now();
+                for _ in 0..n.parse::<u32>().unwrap() {
+                    drop(lock.lock().expect("lock"));
+                }
+                format!("ns {}", start.elapsed().as_nanos())
             }
             ["touch", path] => {
                 std::fs::write(path, b"").unwrap();

@@ -1,0 +1,65 @@
+//! What an uncontended lock costs, next to the raw system calls it is made of.
+//!
+//! `cargo bench -p wasmlock --bench uncontended`
+
+use std::fs::File;
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use fs4::FileExt;
+use wasmlock::FileLock;
+
+fn uncontended(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bench.lock");
+    let mut g = c.benchmark_group("uncontended");
+
+    g.bench_function("syscall baseline (getppid)", |b| {
+        // SAFETY: getppid has no preconditions.
+        b.iter(|| black_box(unsafe { libc::getppid() }))
+    });
+
+    let raw = File::create(dir.path().join("raw.lock")).unwrap();
+    g.bench_function("raw fs4 lock+unlock", |b| {
+        b.iter(|| {
+            FileExt::lock(&raw).unwrap();
+            FileExt::unlock(&raw).unwrap();
+        })
+    });
+
+    let lock = FileLock::new(&path).unwrap();
+    g.bench_function("native lock+unlock", |b| {
+        b.iter(|| drop(black_box(lock.lock().unwrap())))
+    });
+    let trusting = FileLock::builder(dir.path().join("trusting.lock"))
+        .recheck_path(false)
+        .build()
+        .unwrap();
+    g.bench_function("native lock+unlock, recheck_path(false)", |b| {
+        b.iter(|| drop(black_box(trusting.lock().unwrap())))
+    });
+    g.bench_function("native try_lock+unlock", |b| {
+        b.iter(|| drop(black_box(lock.try_lock().unwrap())))
+    });
+    g.bench_function("native lock_shared+unlock", |b| {
+        b.iter(|| drop(black_box(lock.lock_shared().unwrap())))
+    });
+    {
+        let _outer = lock.lock().unwrap();
+        g.bench_function("native re-entrant lock+unlock", |b| {
+            b.iter(|| drop(black_box(lock.lock().unwrap())))
+        });
+    }
+
+    let soft = FileLock::builder(dir.path().join("bench.soft"))
+        .soft()
+        .build()
+        .unwrap();
+    g.bench_function("soft lock+unlock", |b| {
+        b.iter(|| drop(black_box(soft.lock().unwrap())))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, uncontended);
+criterion_main!(benches);

@@ -1,0 +1,116 @@
+//! Scenarios 1 and 2: what an uncontended lock costs natively and from a
+//! guest, next to the raw `flock` pair and a bare system call.
+
+use std::fs::File;
+use std::hint::black_box;
+use std::path::Path;
+use std::time::Instant;
+
+use fs4::FileExt;
+use wasmlock::FileLock;
+
+use super::{Figure, Report, Result, Sizes, scratch};
+use crate::{Guest, PROBE, Runtime};
+
+/// Rounds per variant; the median is reported. Variants take turns so that
+/// a slow moment of the machine does not land on one of them only.
+const ROUNDS: usize = 5;
+
+fn ns_per_op(pairs: u32, mut op: impl FnMut()) -> f64 {
+    let start = Instant::now();
+    for _ in 0..pairs {
+        op();
+    }
+    start.elapsed().as_nanos() as f64 / f64::from(pairs)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+pub(super) fn native(sizes: &Sizes, dir: &Path, report: &mut Report) -> Result<()> {
+    let dir = scratch(dir, "uncontended")?;
+    let raw = File::create(dir.join("raw.lock"))?;
+    let lock = FileLock::new(dir.join("native.lock"))?;
+    let trusting = FileLock::builder(dir.join("trusting.lock"))
+        .recheck_path(false)
+        .build()?;
+    let reentrant = FileLock::new(dir.join("reentrant.lock"))?;
+    let _outer = reentrant.lock()?;
+
+    let mut t: [Vec<f64>; 5] = Default::default();
+    for _ in 0..ROUNDS {
+        // SAFETY: getppid has no preconditions.
+        t[0].push(ns_per_op(sizes.pairs, || {
+            black_box(unsafe { libc::getppid() });
+        }));
+        t[1].push(ns_per_op(sizes.pairs, || {
+            FileExt::lock(&raw).unwrap();
+            FileExt::unlock(&raw).unwrap();
+        }));
+        t[2].push(ns_per_op(sizes.pairs, || drop(lock.lock().unwrap())));
+        t[3].push(ns_per_op(sizes.pairs, || drop(trusting.lock().unwrap())));
+        t[4].push(ns_per_op(sizes.pairs, || drop(reentrant.lock().unwrap())));
+    }
+    let [syscall, raw, native, trusting, reentrant] = t.map(median);
+    let pair = "raw fs4 lock+unlock, open file";
+    report.push(
+        Figure::new(
+            1,
+            "native lock+unlock (path re-check on, default)",
+            native,
+            "ns",
+        )
+        .against(pair, raw)
+        .target("<= 1.25", native / raw <= 1.25),
+    );
+    report.push(
+        Figure::new(1, "native lock+unlock, recheck_path(false)", trusting, "ns")
+            .against(pair, raw)
+            .target("<= 1.25", trusting / raw <= 1.25),
+    );
+    report.push(
+        Figure::new(
+            1,
+            "re-entrant lock+unlock of a held handle",
+            reentrant,
+            "ns",
+        )
+        .against("one system call (getppid)", syscall)
+        .target("< 1 (no syscall)", reentrant < syscall),
+    );
+    Ok(())
+}
+
+pub(super) fn guest(sizes: &Sizes, dir: &Path, report: &mut Report) -> Result<()> {
+    let dir = scratch(dir, "guest")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let runtime = Runtime::new()?;
+    let lock = FileLock::new(dir.join("native.lock"))?;
+    let step = format!("bench:l:{}", sizes.pairs);
+    let (mut guest_ns, mut native_ns) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let g = Guest::new(PROBE, &dir, &["open:l:/data/guest.lock:os", &step]);
+        let out = rt.block_on(runtime.run(g))?;
+        out.result
+            .clone()
+            .map_err(|e| format!("guest failed: {e}"))?;
+        let total: f64 = out
+            .step(&step)
+            .strip_prefix("ns ")
+            .ok_or("the guest printed no time")?
+            .parse()?;
+        guest_ns.push(total / f64::from(sizes.pairs));
+        native_ns.push(ns_per_op(sizes.pairs, || drop(lock.lock().unwrap())));
+    }
+    let (g, n) = (median(guest_ns), median(native_ns));
+    report.push(
+        Figure::new(2, "guest lock+unlock through WIT", g, "ns")
+            .against("native lock+unlock, same process", n)
+            .target("<= 2.0", g / n <= 2.0),
+    );
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! One counter file, one lock file, every kind of user at once: native
+//! processes, guest instances in this host, native threads beside them, a
+//! `flock(1)` shell loop and a `wasmlock exec` shell loop. Not one update
+//! may be lost.
+
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmlock::FileLock;
+use wasmlock_tests::{COUNTER_PLUGIN, Guest, Runtime, bump, workspace_binary};
+
+fn have_flock() -> bool {
+    let ok = Command::new("flock").arg("--version").output().is_ok();
+    if !ok && std::env::var_os("CI").is_some() {
+        panic!("flock(1) is required in CI");
+    }
+    ok
+}
+
+/// A shell loop that bumps the counter `n` times, each time under
+/// `locker LOCKFILE` (`flock`, `wasmlock exec`).
+fn shell_loop(locker: &[&str], lock: &Path, counter: &Path, n: u32) -> Child {
+    let script = counter.with_extension("sh");
+    std::fs::write(&script, "n=$(cat \"$1\"); echo $((n+1)) > \"$1\"\n").unwrap();
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "i=0; while [ $i -lt {n} ]; do {} \"$0\" sh \"$1\" \"$2\" || exit 1; i=$((i+1)); done",
+            locker.join(" ")
+        ))
+        .arg(lock)
+        .arg(&script)
+        .arg(counter)
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn natives_guests_threads_and_flock_1_lose_no_update() {
+    if !have_flock() {
+        eprintln!("SKIPPED: flock(1) is not available here");
+        return;
+    }
+    let Some(cli) = workspace_binary("wasmlock") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let counter = dir.path().join("counter");
+    // The counter plugin locks `COUNTER.lock`.
+    let lock = dir.path().join("counter.lock");
+    std::fs::write(&counter, "0\n").unwrap();
+    let t = Instant::now();
+
+    let (natives, native_n) = (3, 300);
+    let mut processes: Vec<Child> = (0..natives)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_wasmlock-counter"))
+                .arg(&lock)
+                .arg(&counter)
+                .arg(native_n.to_string())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let (flock_n, exec_n) = (100, 40);
+    processes.push(shell_loop(&["flock"], &lock, &counter, flock_n));
+    let exec = [cli.to_str().unwrap(), "exec"];
+    processes.push(shell_loop(&exec, &lock, &counter, exec_n));
+
+    let (threads, thread_n) = (2, 200);
+    let native_threads: Vec<_> = (0..threads)
+        .map(|_| {
+            let (lock, counter) = (lock.clone(), counter.clone());
+            std::thread::spawn(move || {
+                let l = FileLock::new(&lock).unwrap();
+                for _ in 0..thread_n {
+                    let _g = l.lock().unwrap();
+                    bump(&counter).unwrap();
+                }
+            })
+        })
+        .collect();
+
+    let runtime = Arc::new(Runtime::new().unwrap());
+    let (guests, guest_n) = (4, 150);
+    let mut instances = tokio::task::JoinSet::new();
+    for _ in 0..guests {
+        let runtime = runtime.clone();
+        let g = Guest::new(
+            COUNTER_PLUGIN,
+            dir.path(),
+            &["/data/counter", &guest_n.to_string()],
+        );
+        instances.spawn(async move { runtime.run(g).await });
+    }
+    while let Some(done) = instances.join_next().await {
+        let out = done.unwrap().unwrap();
+        out.result
+            .unwrap_or_else(|e| panic!("a guest failed: {e}\n{}", out.stdout));
+    }
+    for t in native_threads {
+        t.join().unwrap();
+    }
+    for mut p in processes {
+        assert!(p.wait().unwrap().success());
+    }
+
+    let total = natives * native_n + flock_n + exec_n + threads * thread_n + guests * guest_n;
+    let got: u32 = std::fs::read_to_string(&counter)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(got, total, "updates were lost");
+    eprintln!(
+        "mixed: {natives} native processes x {native_n}, {guests} guests x {guest_n}, \
+         {threads} threads x {thread_n}, flock(1) x {flock_n}, wasmlock exec x {exec_n}: \
+         {total} increments exact in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+}
