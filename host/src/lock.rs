@@ -792,7 +792,10 @@ impl FileLock {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => return Err(Error::from_io(e, self.path())),
         };
-        *verified = current.then_some(st.ctime_ns);
+        // A change within the same clock tick as the last one would leave
+        // the change time as it is; so only a change time that is surely in
+        // the past vouches for the next acquisitions.
+        *verified = (current && settled(st.ctime_ns)).then_some(st.ctime_ns);
         Ok(current)
     }
 
@@ -934,6 +937,18 @@ impl Drop for FileLock {
             let _ = self.force_release(owner);
         }
     }
+}
+
+/// How old a change time must be before it is trusted to move on the next
+/// change: far more than a file system's timestamp granularity (a clock tick).
+const SETTLED: Duration = Duration::from_millis(100);
+
+/// Whether a change time (nanoseconds since the epoch) is older than [`SETTLED`].
+fn settled(ctime_ns: i128) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128);
+    now - ctime_ns > SETTLED.as_nanos() as i128
 }
 
 /// Splits a wait into a first part of at most `after` and what is left of it

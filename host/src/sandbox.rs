@@ -17,6 +17,9 @@ use crate::{Error, ErrorKind, FileLock, FileLockBuilder, Result, Semaphore};
 /// Paths given to a `LockDir` are relative to it. Paths that would leave it —
 /// `..` above the top, absolute paths, symbolic links that point out — are
 /// refused with [`ErrorKind::PermissionDenied`], before anything is created.
+/// Paths that would mean something else on another system — backslashes,
+/// drive letters — and paths that are not UTF-8 are refused with
+/// [`ErrorKind::InvalidPath`], as are symbolic links that lead nowhere.
 /// Missing directories inside it are created.
 ///
 /// ```

@@ -292,3 +292,27 @@ fn a_replaced_lock_file_does_not_split_the_next_acquirers() {
         std::fs::rename(&fresh, path).unwrap();
     });
 }
+
+#[test]
+fn a_lock_file_renamed_away_is_noticed_on_the_next_acquisition() {
+    let dir = tmp();
+    let path = dir.path().join("moved.lock");
+    let lock = FileLock::new(&path).unwrap();
+    drop(lock.lock().unwrap());
+    // Old enough that its change time is trusted, and checked once more.
+    std::thread::sleep(Duration::from_millis(150));
+    drop(lock.lock().unwrap());
+    // Renamed away (the old file keeps its one link), and a newcomer locks
+    // the new file at the path.
+    std::fs::rename(&path, dir.path().join("moved.old")).unwrap();
+    let mut newcomer = Child::spawn(&["hold", p(&path), "ex", "os"]);
+    newcomer.expect("LOCKED", LONG);
+    assert_eq!(
+        lock.try_lock().unwrap_err().kind(),
+        ErrorKind::WouldBlock,
+        "the old handle locked the file that moved away"
+    );
+    newcomer.send("release");
+    newcomer.expect("RELEASED", LONG);
+    drop(lock.try_lock().unwrap());
+}

@@ -574,3 +574,90 @@ async fn a_guest_cannot_release_or_break_another_guests_lock() {
         out.stdout
     );
 }
+
+/// Guests failing every way at once — a trap while holding two locks and a
+/// permit, an endless loop stopped by epoch interruption, a store dropped
+/// while waiting, a pending acquisition abandoned by a trap — while another
+/// guest keeps working: it finishes, and afterwards everything is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_guests_free_everything_while_the_host_keeps_serving_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    std::fs::write(d.join("counter"), "0\n").unwrap();
+    let held_natively = FileLock::new(d.join("w.lock")).unwrap();
+    let g = held_natively.lock().unwrap();
+
+    let worker = tokio::spawn({
+        let d = d.clone();
+        async move {
+            let g = Guest::new(
+                wasmlock_tests::COUNTER_PLUGIN,
+                &d,
+                &["/data/counter", "300"],
+            );
+            rt().run(g).await.unwrap()
+        }
+    });
+    let trap = probe(
+        &d,
+        &[
+            "open:a:/data/a.lock:os",
+            "acq:a:ex:forever",
+            "open:b:/data/b.lock:soft",
+            "acq:b:ex:forever",
+            "sem:s:/data:slots:2",
+            "permit:s:forever",
+            "trap",
+        ],
+    );
+    let mut spinner = Guest::new(
+        PROBE,
+        &d,
+        &["open:c:/data/c.lock:os", "acq:c:sh:forever", "spin"],
+    );
+    spinner.epoch_deadline = Some(2);
+    let spin = rt().run(spinner);
+    let ticker = tokio::spawn(async {
+        for _ in 0..250 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            rt().tick();
+        }
+    });
+    let waiting = tokio::time::timeout(
+        Duration::from_millis(300),
+        probe(&d, &["open:w:/data/w.lock:os", "acq:w:ex:forever"]),
+    );
+    let pending = probe(
+        &d,
+        &["open:p:/data/w.lock:os", "start:p:ex", "poll:p:50", "trap"],
+    );
+    let (trap, spin, waiting, pending) = tokio::join!(trap, spin, waiting, pending);
+    ticker.abort();
+    assert!(trap.result.is_err() && spin.unwrap().result.is_err() && pending.result.is_err());
+    assert!(waiting.is_err(), "the waiting guest was dropped mid-wait");
+
+    let worker = worker.await.unwrap();
+    worker.result.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(d.join("counter")).unwrap().trim(),
+        "300"
+    );
+    for name in ["a.lock", "c.lock"] {
+        assert!(free(&d.join(name)), "{name} is still held");
+    }
+    assert!(
+        !d.join("b.lock").exists(),
+        "the soft marker went with the store"
+    );
+    let sem = wasmlock::Semaphore::new(&d, "slots", 2).unwrap();
+    assert_eq!(
+        sem.available().unwrap(),
+        2,
+        "the permit went with the store"
+    );
+    drop(g);
+    assert!(
+        free(&d.join("w.lock")),
+        "a dropped or abandoned wait took the lock"
+    );
+}

@@ -159,3 +159,37 @@ mod tests {
         assert!(!m.is_stale());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn token() -> impl Strategy<Value = Option<StartToken>> {
+        // Up to 192 bits: 57 digits always fit.
+        proptest::option::of("[1-9][0-9]{0,56}".prop_map(|s| StartToken::parse(&s).unwrap()))
+    }
+
+    proptest! {
+        /// Whatever a marker file holds, parsing it never panics, and a
+        /// record it accepts reads back the same.
+        #[test]
+        fn parsing_any_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Content::Holder(m) = parse(&bytes) {
+                prop_assert_eq!(parse(&m.to_bytes()), Content::Holder(m));
+            }
+        }
+
+        /// Every marker a writer makes reads back as that holder.
+        #[test]
+        fn written_markers_read_back(
+            pid in 1..=i32::MAX as u32,
+            host in "[A-Za-z0-9][A-Za-z0-9.?_-]{0,252}",
+            token in token(),
+        ) {
+            let m = Marker { pid, host, token };
+            prop_assert_eq!(parse(&m.to_bytes()), Content::Holder(m));
+        }
+    }
+}

@@ -43,13 +43,8 @@ impl Backend for OsBackend {
         }
         // Writers skip the turnstile when the lock is free; only a writer
         // that has to wait closes it, so readers are never held up needlessly.
-        if mode == Mode::Shared && self.turnstile {
-            if !Turnstile::try_enter(&self.file, Mode::Shared).map_err(|e| self.err(e))? {
-                return Ok(false);
-            }
-            let got = sys::flock_try(&self.file, mode);
-            Turnstile::leave(&self.file).map_err(|e| self.err(e))?;
-            return got.map_err(|e| self.err(e));
+        if mode == Mode::Shared && !self.admits_reader()? {
+            return Ok(false);
         }
         sys::flock_try(&self.file, mode).map_err(|e| self.err(e))
     }
@@ -76,11 +71,7 @@ impl Backend for OsBackend {
         if !self.turnstile {
             return Ok(true);
         }
-        let open = Turnstile::try_enter(&self.file, Mode::Shared).map_err(|e| self.err(e))?;
-        if open {
-            Turnstile::leave(&self.file).map_err(|e| self.err(e))?;
-        }
-        Ok(open)
+        Turnstile::is_open(&self.file).map_err(|e| self.err(e))
     }
 
     fn set_mode(&self, mode: u32) -> Result<()> {

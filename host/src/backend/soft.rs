@@ -414,3 +414,92 @@ fn system_time(ns: i128) -> SystemTime {
         SystemTime::UNIX_EPOCH - d
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::OwnedFd;
+
+    use super::*;
+
+    /// A backend on `name` in a fresh directory, and a marker of a process
+    /// that has exited at that name.
+    fn with_stale_marker(dir: &Path, name: &str) -> SoftBackend {
+        let mut exited = std::process::Command::new("true").spawn().unwrap();
+        let pid = exited.id();
+        exited.wait().unwrap();
+        std::fs::write(dir.join(name), format!("{pid}\n{}\n", sys::host_name())).unwrap();
+        let fd = OwnedFd::from(File::open(dir).unwrap());
+        SoftBackend::new(
+            Arc::new(fd),
+            CString::new(name).unwrap(),
+            dir.join(name),
+            None,
+        )
+    }
+
+    #[test]
+    fn a_breaker_that_judged_a_marker_someone_else_replaced_moves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let soft = with_stale_marker(dir.path(), "s.lock");
+        let (judged, content, pin) = soft.read().unwrap().unwrap();
+        // Meanwhile another process broke it and took the lock.
+        std::fs::remove_file(dir.path().join("s.lock")).unwrap();
+        let live = format!("{}\n{}\n", std::process::id(), sys::host_name());
+        std::fs::write(dir.path().join("s.lock"), &live).unwrap();
+        assert!(
+            soft.take_over(judged, &content, &pin).unwrap(),
+            "look again"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("s.lock")).unwrap(),
+            live
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "nothing moved aside"
+        );
+    }
+
+    #[test]
+    fn a_breaker_waits_its_turn_behind_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let soft = with_stale_marker(dir.path(), "t.lock");
+        let (judged, content, pin) = soft.read().unwrap().unwrap();
+        // Another breaker is between its checks and its rename.
+        let other = File::open(dir.path().join("t.lock")).unwrap();
+        assert!(sys::flock_try(&other, Mode::Exclusive).unwrap());
+        assert!(
+            !soft.take_over(judged, &content, &pin).unwrap(),
+            "not its turn"
+        );
+        assert!(dir.path().join("t.lock").exists());
+        drop(other);
+        assert!(soft.take_over(judged, &content, &pin).unwrap());
+        assert!(!dir.path().join("t.lock").exists());
+    }
+
+    #[test]
+    fn our_marker_appears_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let fd = OwnedFd::from(File::open(dir.path()).unwrap());
+        let soft = SoftBackend::new(
+            Arc::new(fd),
+            c"w.lock".into(),
+            dir.path().join("w.lock"),
+            None,
+        );
+        assert!(soft.create().unwrap());
+        assert!(
+            !soft.no_unnamed.load(Ordering::Relaxed),
+            "ext4 and tmpfs make unnamed files"
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join("w.lock")).unwrap(),
+            our_marker()
+        );
+        assert!(!soft.create().unwrap(), "taken");
+        soft.release(Mode::Exclusive).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

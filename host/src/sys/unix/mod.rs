@@ -99,9 +99,28 @@ impl Turnstile {
         }
     }
 
-    /// Passes the turnstile without waiting; `Ok(false)` if a writer waits there.
-    pub(crate) fn try_enter(file: &File, mode: Mode) -> io::Result<bool> {
-        Self::op(file, Self::ty(mode), libc::F_OFD_SETLK)
+    /// Whether no writer of another process waits at the turnstile: one
+    /// look, not a pass. A writer that closes it right after may see one
+    /// more reader in ahead of it, as it would a reader already passing.
+    pub(crate) fn is_open(file: &File) -> io::Result<bool> {
+        // SAFETY: flock is plain old data; all-zero is a valid value.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = libc::F_RDLCK as libc::c_short;
+        fl.l_whence = libc::SEEK_SET as libc::c_short;
+        fl.l_start = Self::OFFSET;
+        fl.l_len = 1;
+        // SAFETY: fcntl with a valid fd and a pointer to an initialised flock struct.
+        let rc = unsafe {
+            libc::fcntl(
+                file.as_raw_fd(),
+                libc::F_OFD_GETLK,
+                &mut fl as *mut libc::flock,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(fl.l_type == libc::F_UNLCK as libc::c_short)
     }
 
     pub(crate) fn enter(file: &File, mode: Mode) -> io::Result<()> {
@@ -132,7 +151,7 @@ impl Turnstile {
 
 #[cfg(not(target_os = "linux"))]
 impl Turnstile {
-    pub(crate) fn try_enter(_: &File, _: Mode) -> io::Result<bool> {
+    pub(crate) fn is_open(_: &File) -> io::Result<bool> {
         Ok(true)
     }
     pub(crate) fn enter(_: &File, _: Mode) -> io::Result<()> {
