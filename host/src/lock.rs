@@ -765,7 +765,8 @@ impl FileLock {
     /// A full check (`lstat` of the name) costs more than the lock itself, so
     /// it runs only when the file's change time moved since the last one: an
     /// `fstat` of the open file shows an unlink or a rename over it (no links
-    /// left) and any other rename (it changes the change time) at once.
+    /// left) and any other rename (it changes the change time) at once. See
+    /// [`trustworthy`] for the change times that cannot vouch for that.
     fn still_current(
         &self,
         parent: Option<&OwnedFd>,
@@ -792,10 +793,7 @@ impl FileLock {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => return Err(Error::from_io(e, self.path())),
         };
-        // A change within the same clock tick as the last one would leave
-        // the change time as it is; so only a change time that is surely in
-        // the past vouches for the next acquisitions.
-        *verified = (current && settled(st.ctime_ns)).then_some(st.ctime_ns);
+        *verified = (current && trustworthy(st.ctime_ns)).then_some(st.ctime_ns);
         Ok(current)
     }
 
@@ -940,15 +938,21 @@ impl Drop for FileLock {
 }
 
 /// How old a change time must be before it is trusted to move on the next
-/// change: far more than a file system's timestamp granularity (a clock tick).
+/// change: far more than the timestamp granularity of a file system with
+/// fine timestamps (a clock tick).
 const SETTLED: Duration = Duration::from_millis(100);
 
-/// Whether a change time (nanoseconds since the epoch) is older than [`SETTLED`].
-fn settled(ctime_ns: i128) -> bool {
+/// Whether a change time (nanoseconds since the epoch) will surely differ
+/// after the file's next change, so that an unchanged one vouches for the
+/// path. A change within the same clock tick would leave it as it is: it
+/// must be older than [`SETTLED`]. And file systems that keep whole seconds
+/// (ext4 with small inodes, FAT, many FUSE and NFS servers) betray it with a
+/// zero fraction: their files are checked in full every time.
+fn trustworthy(ctime_ns: i128) -> bool {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i128);
-    now - ctime_ns > SETTLED.as_nanos() as i128
+    ctime_ns % 1_000_000_000 != 0 && now - ctime_ns > SETTLED.as_nanos() as i128
 }
 
 /// Splits a wait into a first part of at most `after` and what is left of it

@@ -245,7 +245,12 @@ impl Target {
         }
         Ok(Target {
             root: Root::Dir(dir.dir.clone()),
-            parent: parent.to_path_buf(),
+            // `.` names nothing, but cap-std's `create_dir_all` stumbles over
+            // a `.` at the end; `..` stays, for the resolver to judge.
+            parent: parent
+                .components()
+                .filter(|c| *c != std::path::Component::CurDir)
+                .collect(),
             name: name.to_owned(),
             cname: CString::new(name.as_bytes()).expect("split refuses NUL"),
             display: dir.display.join(rel),
@@ -254,36 +259,68 @@ impl Target {
 
     /// Opens the parent directory, creating what is missing inside the root.
     pub(crate) fn open_parent(&self) -> Result<Arc<OwnedFd>> {
-        let err = |e: std::io::Error| match e.kind() {
-            // Still missing after creating what was missing: a symbolic link
-            // on the way leads nowhere.
-            std::io::ErrorKind::NotFound => Error::from_io(e, &self.display)
-                .kind_to(ErrorKind::InvalidPath)
-                .with_detail("a directory on the path is a symbolic link that leads nowhere"),
-            _ => Error::from_io(e, &self.display),
-        };
         let dir = match &self.root {
-            Root::Ambient(root) => open_ambient_dir(root).map_err(|e| e.at(&self.display))?,
-            Root::Dir(root) if self.parent.as_os_str().is_empty() => {
-                root.try_clone().map_err(err)?
-            }
-            // Open first: only a missing directory is created, and a link
-            // that leads out is refused by the resolver, not by mkdir.
-            Root::Dir(root) => match root.open_dir(&self.parent) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    match root.create_dir_all(&self.parent) {
-                        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                            return Err(err(e));
-                        }
-                        _ => {}
-                    }
-                    root.open_dir(&self.parent).map_err(err)?
-                }
-                other => other.map_err(err)?,
-            },
+            Root::Ambient(root) => open_ambient_dir(root).map_err(|e| {
+                let dangling = leads_nowhere(
+                    root,
+                    |p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_symlink()),
+                    |p| std::fs::metadata(p),
+                );
+                nowhere_if(e.at(&self.display), dangling)
+            })?,
+            Root::Dir(root) => open_inside(root, &self.parent).map_err(|e| {
+                let dangling = leads_nowhere(
+                    &self.parent,
+                    |p| root.symlink_metadata(p).is_ok_and(|m| m.is_symlink()),
+                    |p| root.metadata(p).map(drop),
+                );
+                nowhere_if(Error::from_io(e, &self.display), dangling)
+            })?,
         };
         Ok(Arc::new(OwnedFd::from(dir.into_std_file())))
     }
+}
+
+/// Opens `parent` inside `root`, creating what is missing.
+fn open_inside(root: &Dir, parent: &Path) -> std::io::Result<Dir> {
+    if parent.as_os_str().is_empty() {
+        return root.try_clone();
+    }
+    // Open first: only a missing directory is created, and a link that leads
+    // out is refused by the resolver, not by mkdir.
+    match root.open_dir(parent) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            match root.create_dir_all(parent) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+                _ => {}
+            }
+            root.open_dir(parent)
+        }
+        other => other,
+    }
+}
+
+/// Whether a directory on `path`'s way is a symbolic link to nothing: what
+/// made opening or creating it fail, if anything did. (A link that resolves
+/// to somewhere it may not lead, or cannot be followed, is another matter.)
+fn leads_nowhere<T>(
+    path: &Path,
+    is_link: impl Fn(&Path) -> bool,
+    follow: impl Fn(&Path) -> std::io::Result<T>,
+) -> bool {
+    path.ancestors()
+        .filter(|a| !a.as_os_str().is_empty())
+        .any(|a| is_link(a) && follow(a).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound))
+}
+
+/// A directory that cannot be made because a link on the way leads nowhere
+/// is a bad path, not an I/O failure.
+fn nowhere_if(err: Error, dangling: bool) -> Error {
+    if !dangling {
+        return err;
+    }
+    err.kind_to(ErrorKind::InvalidPath)
+        .with_detail("a directory on the path is a symbolic link that leads nowhere")
 }
 
 fn open_ambient_dir(path: &Path) -> Result<Dir> {

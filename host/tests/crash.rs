@@ -16,10 +16,6 @@ fn child_entry() {
     child_main();
 }
 
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -35,14 +31,7 @@ fn takeover_after_kill(dir: &Path, kind: &str) -> Duration {
     let path = dir.join(format!("{kind}.lock"));
     let mut child = Child::spawn(&["hold", p(&path), "ex", kind]);
     child.expect("LOCKED", LONG);
-    let lock = FileLock::builder(&path)
-        .kind(if kind == "os" {
-            wasmlock::Kind::Os
-        } else {
-            wasmlock::Kind::Soft
-        })
-        .build()
-        .unwrap();
+    let lock = open(p(&path), kind);
     assert_eq!(lock.try_lock().unwrap_err().kind(), ErrorKind::WouldBlock);
     std::thread::scope(|s| {
         let waiter = s.spawn(|| {
@@ -88,14 +77,7 @@ fn a_killed_waiter_leaves_nothing_behind() {
     for kind in ["os", "soft"] {
         let dir = tmp();
         let path = dir.path().join("w.lock");
-        let lock = FileLock::builder(&path)
-            .kind(if kind == "os" {
-                wasmlock::Kind::Os
-            } else {
-                wasmlock::Kind::Soft
-            })
-            .build()
-            .unwrap();
+        let lock = open(p(&path), kind);
         let g = lock.lock().unwrap();
         let mut waiters: Vec<_> = (0..3)
             .map(|_| Child::spawn(&["hold", p(&path), "ex", kind]))
@@ -169,7 +151,9 @@ fn breakers_killed_at_random_moments_lose_and_duplicate_nothing() {
         k.kill();
     }
     // Whatever the kills left — a marker of a dead holder, markers moved
-    // aside by dead breakers — the next contender clears it.
+    // aside by dead breakers — the next contender clears it (leftovers once
+    // they are older than any live breaker's work).
+    std::thread::sleep(Duration::from_millis(2100));
     plant_stale_marker(&path, &host);
     let lock = FileLock::builder(&path).soft().build().unwrap();
     let t = Instant::now();
@@ -220,26 +204,29 @@ fn a_breaker_that_dies_mid_break_holds_others_off_only_until_it_dies() {
 fn markers_dead_breakers_moved_aside_are_cleaned_up() {
     let dir = tmp();
     let path = dir.path().join("x.lock");
-    let aside = dir
-        .path()
-        .join(format!("x.lock.break.{}.{}", dead_pid(), "0f".repeat(16)));
-    std::fs::write(&aside, format!("{}\nsomehost\n", dead_pid())).unwrap();
-    // A live breaker's file and files that only look alike are left alone.
-    let live = dir.path().join(format!(
-        "x.lock.break.{}.{}",
-        std::process::id(),
-        "a".repeat(32)
-    ));
+    let host = our_host(&dir.path().join("probe.lock"));
+    let aside = |breaker: u32, hex: &str| dir.path().join(format!("x.lock.break.{breaker}.{hex}"));
+    let (dead, hex) = (dead_pid(), "0f".repeat(16));
+    // A dead breaker's leftover: a dead holder's marker.
+    let leftover = aside(dead, &hex);
+    std::fs::write(&leftover, format!("{}\n{host}\n", dead_pid())).unwrap();
+    // Left alone: a live holder's marker that a dead breaker moved (only
+    // its holder may remove it), a live breaker's file, look-alikes.
+    let live_marker = aside(dead, &"1".repeat(32));
+    std::fs::write(&live_marker, format!("{}\n{host}\n", std::process::id())).unwrap();
+    let live_breaker = aside(std::process::id(), &"a".repeat(32));
+    std::fs::write(&live_breaker, format!("{}\n{host}\n", dead_pid())).unwrap();
     let other = dir.path().join("x.lock.break.notes");
-    std::fs::write(&live, b"").unwrap();
     std::fs::write(&other, b"").unwrap();
     let lock = FileLock::builder(&path).soft().build().unwrap();
     drop(lock.try_lock().unwrap());
-    assert!(aside.exists(), "no break happened, nothing is swept");
-    plant_stale_marker(&path, &our_host(&dir.path().join("probe.lock")));
+    assert!(leftover.exists(), "no break happened, nothing is swept");
+    // A breaker that is alive elsewhere is done within far less than this.
+    std::thread::sleep(Duration::from_millis(2100));
+    plant_stale_marker(&path, &host);
     drop(lock.try_lock().unwrap());
-    assert!(!aside.exists(), "the dead breaker's leftover is gone");
-    assert!(live.exists() && other.exists());
+    assert!(!leftover.exists(), "the dead breaker's leftover is gone");
+    assert!(live_marker.exists() && live_breaker.exists() && other.exists());
 }
 
 /// Processes that bump a counter inside a witness, started while the lock

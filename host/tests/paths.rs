@@ -21,10 +21,6 @@ fn tmp() -> tempfile::TempDir {
     d
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 fn kind_of(path: impl AsRef<Path>) -> ErrorKind {
     match FileLock::new(path).and_then(|l| l.try_lock().map(drop)) {
         Ok(()) => panic!("expected an error"),
@@ -42,11 +38,11 @@ fn invalid_paths_are_refused_with_the_path_named() {
         String::new(),
         ".".into(),
         "..".into(),
-        format!("{}/", s(dir.path())),
-        format!("{}/adir", s(dir.path())),
-        format!("{}/adir/.", s(dir.path())),
-        format!("{}/link", s(dir.path())),
-        format!("{}/{}", s(dir.path()), "n".repeat(300)),
+        format!("{}/", p(dir.path())),
+        format!("{}/adir", p(dir.path())),
+        format!("{}/adir/.", p(dir.path())),
+        format!("{}/link", p(dir.path())),
+        format!("{}/{}", p(dir.path()), "n".repeat(300)),
     ];
     for case in &cases {
         let e = FileLock::new(case)
@@ -65,7 +61,7 @@ fn invalid_paths_are_refused_with_the_path_named() {
 fn fifos_and_devices_are_refused_at_once_without_hanging() {
     let dir = tmp();
     let fifo = dir.path().join("fifo");
-    let c = std::ffi::CString::new(s(&fifo)).unwrap();
+    let c = std::ffi::CString::new(p(&fifo)).unwrap();
     // SAFETY: mkfifo with a valid path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
     let t = std::time::Instant::now();
@@ -93,7 +89,7 @@ fn read_only_directory_and_file_give_permission_denied_at_once() {
         (ro_dir.join("sub/x.lock"), "os"),
     ] {
         let t = std::time::Instant::now();
-        let mut c = Child::spawn_unprivileged(&["try", s(&path), "ex", k]);
+        let mut c = Child::spawn_unprivileged(&["try", p(&path), "ex", k]);
         assert_eq!(c.expect("RESULT", LONG), "PermissionDenied", "{path:?} {k}");
         c.finish();
         assert!(
@@ -114,6 +110,9 @@ fn missing_parent_directories_are_created() {
     let locks = LockDir::open_ambient(dir.path().join("granted")).unwrap();
     drop(locks.file_lock("x/y/z.lock").unwrap().lock().unwrap());
     assert!(dir.path().join("granted/x/y/z.lock").is_file());
+    // `.` names nothing, at the end of the directories too.
+    drop(locks.file_lock("p/./q/./r.lock").unwrap().lock().unwrap());
+    assert!(dir.path().join("granted/p/q/r.lock").is_file());
 }
 
 #[test]
@@ -184,7 +183,7 @@ fn the_sandbox_refuses_every_way_out_and_creates_nothing_outside() {
 fn a_read_only_granted_directory_cannot_create_lock_files() {
     let dir = tmp();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
-    let mut c = Child::spawn_unprivileged(&["try-in", s(dir.path()), "jobs/1.lock", "os"]);
+    let mut c = Child::spawn_unprivileged(&["try-in", p(dir.path()), "jobs/1.lock", "os"]);
     assert_eq!(c.expect("RESULT", LONG), "PermissionDenied");
     c.finish();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();

@@ -15,10 +15,6 @@ fn child_entry() {
     child_main();
 }
 
-fn p(path: &std::path::Path) -> &str {
-    path.to_str().unwrap()
-}
-
 const PROCS: usize = 8;
 const THREADS: usize = 4;
 const CYCLES: u64 = 2000;

@@ -1,7 +1,9 @@
 //! Hostile paths, the same table through the native `LockDir` and through a
 //! real guest's `open-at` on its preopen: each one is refused as permission
 //! denied or invalid path, creates and touches nothing — outside the granted
-//! directory or in it — and nothing hangs.
+//! directory or in it — and nothing hangs. Then fuzzed paths built from the
+//! same traps (proptest; `PROPTEST_CASES` scales it up): locked inside the
+//! granted directory or refused, never anything outside.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -9,6 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use proptest::prelude::*;
 use wasmlock::{ErrorKind, Kind, LockDir};
 use wasmlock_tests::{Guest, PROBE, Runtime};
 
@@ -61,11 +64,23 @@ impl Sandbox {
 
     /// Every name under the root (both directories), with length and mtime.
     fn state(&self) -> BTreeMap<PathBuf, (u64, std::time::SystemTime)> {
+        self.state_but(None)
+    }
+
+    /// Every name outside the granted directory.
+    fn outside_state(&self) -> BTreeMap<PathBuf, (u64, std::time::SystemTime)> {
+        self.state_but(Some(&self.granted))
+    }
+
+    fn state_but(&self, skip: Option<&Path>) -> BTreeMap<PathBuf, (u64, std::time::SystemTime)> {
         let mut state = BTreeMap::new();
         let mut todo = vec![self.root.clone()];
         while let Some(dir) = todo.pop() {
             for e in std::fs::read_dir(&dir).unwrap() {
                 let path = e.unwrap().path();
+                if Some(path.as_path()) == skip {
+                    continue;
+                }
                 let meta = std::fs::symlink_metadata(&path).unwrap();
                 if meta.is_dir() {
                     todo.push(path.clone());
@@ -238,4 +253,95 @@ async fn hostile_paths_through_a_guest_are_refused_and_touch_nothing() {
         );
     }
     eprintln!("hostile: {checked} path/kind cases refused through a guest, nothing touched");
+}
+
+/// One component of a fuzzed path: the sandbox's traps, and odd bytes.
+fn component() -> impl Strategy<Value = Vec<u8>> {
+    let words: Vec<&[u8]> = vec![
+        b"..",
+        b".",
+        b"",
+        b"sub",
+        b"in",
+        b"up",
+        b"out",
+        b"abs",
+        b"chain",
+        b"dangling",
+        b"loop1",
+        b"self",
+        b"file.txt",
+        b"fifo",
+        b"filelink",
+        b"outfile",
+        b"devlink",
+        b"x.lock",
+        b"secret.lock",
+        b"a\\b",
+        b"C:",
+        b"c:x",
+        b"\0",
+        b"\xc3\xa9",
+        b"\xff\xfe",
+        b"new",
+    ];
+    prop_oneof![
+        8 => proptest::sample::select(words).prop_map(|w| w.to_vec()),
+        1 => Just(vec![b'n'; 255]),
+        1 => Just(vec![b'n'; 256]),
+        1 => proptest::collection::vec(any::<u8>(), 1..6),
+    ]
+}
+
+fn fuzzed_path() -> impl Strategy<Value = Vec<u8>> {
+    (
+        any::<bool>(),
+        proptest::collection::vec(component(), 1..7),
+        any::<bool>(),
+    )
+        .prop_map(|(absolute, parts, trailing)| {
+            let mut p = if absolute { b"/".to_vec() } else { Vec::new() };
+            p.extend(parts.join(&b'/'));
+            if trailing {
+                p.push(b'/');
+            }
+            p
+        })
+}
+
+fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(proptest_cases(256)))]
+
+    /// Any path: refused with a path error naming it as given, or locked
+    /// inside the granted directory; nothing outside is created or touched.
+    #[test]
+    fn fuzzed_lock_dir_paths_never_leave_the_sandbox(raw in fuzzed_path(), soft in any::<bool>()) {
+        thread_local!(static SANDBOX: (Sandbox, LockDir) = {
+            let sb = Sandbox::new();
+            let locks = LockDir::open_ambient(&sb.granted).unwrap();
+            (sb, locks)
+        });
+        SANDBOX.with(|(sb, locks)| {
+            let before = sb.outside_state();
+            let rel = Path::new(OsStr::from_bytes(&raw));
+            let kind = if soft { Kind::Soft } else { Kind::Os };
+            let result = locks.builder(rel).kind(kind).build().and_then(|l| l.try_lock().map(drop));
+            if let Err(e) = &result {
+                prop_assert!(
+                    [PD, IP, ErrorKind::WouldBlock].contains(&e.kind()),
+                    "{:?}: unexpected {:?}: {}", rel, e.kind(), e
+                );
+                prop_assert_eq!(e.path(), sb.granted.join(rel), "{}", e);
+            }
+            prop_assert_eq!(sb.outside_state(), before, "{:?} touched the outside", rel);
+            Ok(())
+        })?;
+    }
 }

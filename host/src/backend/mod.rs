@@ -20,6 +20,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// more (`Ok(false)`). Runs on a dedicated thread, one per contended lock.
     fn acquire_blocking(&self, mode: Mode, wanted: &dyn Fn() -> bool) -> Result<bool>;
 
+    /// The thread that waited has handed the lock on: what waiting needed
+    /// can go now, off the hand-off path.
+    fn done_waiting(&self) {}
+
     /// Gives the lock back to other processes.
     fn release(&self, mode: Mode) -> Result<()>;
 

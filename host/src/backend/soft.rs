@@ -1,12 +1,12 @@
 //! Soft locks: a marker file that exists while the lock is held.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::Backend;
@@ -22,6 +22,12 @@ const MALFORMED_GRACE: Duration = Duration::from_secs(2);
 /// fallback for network file systems, and how a dead holder is noticed.
 const POLL_FALLBACK: Duration = Duration::from_millis(100);
 
+/// How long a holder releasing waits for a breaker's turn on its marker.
+const TURN_PATIENCE: Duration = Duration::from_secs(1);
+
+/// How often one lock looks for markers dead breakers left aside.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
 pub(crate) struct SoftBackend {
     dir: Arc<OwnedFd>,
     name: CString,
@@ -32,12 +38,15 @@ pub(crate) struct SoftBackend {
     mine: Mutex<Option<(File, (u64, u64))>>,
     /// A malformed marker first seen at this instant, identified by inode and times.
     malformed: Mutex<Option<(Stat, Instant)>>,
-    /// Made on the first wait and kept: setting a watch up is cheap, but
-    /// tearing one down costs milliseconds.
-    watch: OnceLock<DirWatch>,
+    /// While a thread waits for this lock: setting a watch up is cheap, but
+    /// tearing one down costs milliseconds, so it goes only once the lock
+    /// has been handed on ([`Backend::done_waiting`]).
+    watch: Mutex<Option<DirWatch>>,
     /// The file system cannot make unnamed files: markers are created, then
     /// written.
     no_unnamed: AtomicBool,
+    /// When this lock last looked for markers dead breakers left aside.
+    swept: Mutex<Option<Instant>>,
 }
 
 impl SoftBackend {
@@ -55,8 +64,9 @@ impl SoftBackend {
             mode: mode.unwrap_or(0o664),
             mine: Mutex::new(None),
             malformed: Mutex::new(None),
-            watch: OnceLock::new(),
+            watch: Mutex::new(None),
             no_unnamed: AtomicBool::new(false),
+            swept: Mutex::new(None),
         }
     }
 
@@ -134,8 +144,13 @@ impl SoftBackend {
     /// Reads the marker; `None` when it vanished meanwhile. The open file
     /// comes back too: holding it pins the inode number being judged.
     fn read(&self) -> Result<Option<(Stat, Content, File)>> {
+        self.read_named(&self.name)
+    }
+
+    /// [`read`](Self::read) for another file of the directory.
+    fn read_named(&self, name: &CStr) -> Result<Option<(Stat, Content, File)>> {
         let dir = self.dir.as_fd();
-        let st = match sys::lstat_at(dir, &self.name) {
+        let st = match sys::lstat_at(dir, name) {
             Ok(st) => st,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.err(e)),
@@ -144,7 +159,16 @@ impl SoftBackend {
             return Err(Error::new(ErrorKind::InvalidPath, &self.path)
                 .with_detail("exists and is not a regular file"));
         }
-        let mut file = match sys::open_at(dir, &self.name, Create::ReadOnly, 0) {
+        // For writing where we may (never written): on NFS, where `flock` is
+        // a record lock, the breakers' turns (see `take_over`) need it.
+        let opened =
+            sys::open_at(dir, name, Create::Existing, 0).or_else(|e| match e.raw_os_error() {
+                Some(libc::EACCES | libc::EPERM | libc::EROFS) => {
+                    sys::open_at(dir, name, Create::ReadOnly, 0)
+                }
+                _ => Err(e),
+            });
+        let mut file = match opened {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.err(e)),
@@ -174,7 +198,7 @@ impl SoftBackend {
             Content::Malformed => self.malformed_for_long(st),
         };
         if stale {
-            self.take_over(st, &content, &pin)
+            self.take_over(st, &content, pin)
         } else {
             Ok(false)
         }
@@ -201,9 +225,9 @@ impl SoftBackend {
     /// holder would hold a lock that everyone else sees free. A marker is
     /// judged stale only on the host that wrote it, so every breaker of one
     /// marker shares a kernel; a holder takes the same lock to release.
-    fn take_over(&self, judged: Stat, content: &Content, pin: &File) -> Result<bool> {
+    fn take_over(&self, judged: Stat, content: &Content, pin: File) -> Result<bool> {
         let dir = self.dir.as_fd();
-        match sys::flock_try(pin, Mode::Exclusive) {
+        match sys::flock_try(&pin, Mode::Exclusive) {
             // Another process is breaking or releasing it right now.
             Ok(false) => return Ok(false),
             Ok(true) => {}
@@ -234,10 +258,18 @@ impl SoftBackend {
         }
         // Only a peer that takes no turns (py-filelock) can have slipped a
         // live marker in between; it goes back.
-        let moved = sys::lstat_at(dir, &aside).map_err(|e| self.err(e))?;
+        let moved = match sys::lstat_at(dir, &aside) {
+            Ok(st) => st,
+            // Swept by someone who could not see that we are alive (another
+            // PID namespace): what was moved is gone; look again.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
+            Err(e) => return Err(self.err(e)),
+        };
         if moved.key() == judged.key() && moved.mtime_ns == judged.mtime_ns {
             let _ = sys::unlink_at(dir, &aside);
             tracing::debug!(path = %self.path.display(), marker = ?content, "broke stale soft lock");
+            // Not while holding the turn: the sweep reads the directory.
+            drop(pin);
             self.sweep_stranded();
             return Ok(true);
         }
@@ -253,9 +285,19 @@ impl SoftBackend {
     }
 
     /// Deletes markers that a breaker moved aside and died before deleting:
-    /// `{name}.break.{pid}.{32 hex}` whose breaker is no longer alive. They
-    /// hold no lock, but nobody else would ever clean them up.
+    /// `{name}.break.{pid}.{32 hex}` whose breaker is not alive here, that
+    /// have stayed there a while, and that hold a marker of a dead holder on
+    /// this host or garbage — never a live holder's marker. They hold no
+    /// lock, but nobody else would ever clean them up. At most once per
+    /// [`SWEEP_EVERY`]: it reads the whole directory.
     fn sweep_stranded(&self) {
+        {
+            let mut last = self.swept.lock().unwrap();
+            if last.is_some_and(|at| at.elapsed() < SWEEP_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
         let prefix = self.break_prefix();
         let Ok(entries) = std::fs::read_dir(sys::proc_fd_path(self.dir.as_fd())) else {
             return;
@@ -268,14 +310,52 @@ impl SoftBackend {
             let Some((pid, hex)) = rest.split_once('.') else {
                 continue;
             };
-            let stranded = hex.len() == 32
+            let named = hex.len() == 32
                 && hex.bytes().all(|b| b.is_ascii_hexdigit())
-                && pid.parse().is_ok_and(|pid| !sys::pid_alive(pid))
-                && entry.file_type().is_ok_and(|t| t.is_file());
-            if stranded && let Ok(c) = CString::new(name.as_encoded_bytes()) {
-                let _ = sys::unlink_at(self.dir.as_fd(), &c);
-                tracing::debug!(path = %self.path.display(), stranded = ?name, "removed a marker a dead breaker left aside");
+                && pid.parse().is_ok_and(|pid| !sys::pid_alive(pid));
+            let Ok(c) = CString::new(name.as_encoded_bytes()) else {
+                continue;
+            };
+            if !named || !self.stranded(&c) {
+                continue;
             }
+            let _ = sys::unlink_at(self.dir.as_fd(), &c);
+            tracing::debug!(path = %self.path.display(), stranded = ?name, "removed a marker a dead breaker left aside");
+        }
+    }
+
+    /// Whether the file `name` holds a marker nobody needs, and has held it,
+    /// under that name, for longer than any live breaker takes.
+    fn stranded(&self, name: &CStr) -> bool {
+        let Ok(Some((st, content, _))) = self.read_named(name) else {
+            return false;
+        };
+        let moved_at = system_time(st.ctime_ns);
+        let settled = moved_at.elapsed().is_ok_and(|age| age >= MALFORMED_GRACE);
+        settled
+            && match content {
+                Content::Holder(m) => m.is_stale(),
+                Content::Malformed => true,
+                Content::Empty | Content::Sentinel => false,
+            }
+    }
+
+    /// Takes turns with anyone breaking our marker (see `take_over`): a
+    /// breaker holds the turn for a few system calls, or dies and frees it.
+    /// One that hangs there (stopped, or a lock server that does not answer)
+    /// is waited for at most [`TURN_PATIENCE`]; release then goes ahead, as
+    /// it would without turns. An error means no kernel locks here, and no
+    /// turns to take.
+    fn wait_turn(&self, pin: &File) {
+        let since = Instant::now();
+        while let Ok(false) = sys::flock_try(pin, Mode::Exclusive) {
+            if since.elapsed() > TURN_PATIENCE {
+                tracing::warn!(path = %self.path.display(), "a breaker kept its turn on our marker; releasing anyway");
+                return;
+            }
+            // Only a forced break of a live holder gets here, and a turn
+            // lasts microseconds: a short nap is all it takes.
+            std::thread::sleep(Duration::from_micros(200));
         }
     }
 
@@ -300,7 +380,8 @@ impl Backend for SoftBackend {
 
     fn acquire_blocking(&self, mode: Mode, wanted: &dyn Fn() -> bool) -> Result<bool> {
         // Watch first, then try: a release between the two is not missed.
-        let watch = self.watch.get_or_init(|| DirWatch::new(self.dir.as_fd()));
+        let mut slot = self.watch.lock().unwrap();
+        let watch = slot.get_or_insert_with(|| DirWatch::new(self.dir.as_fd()));
         watch.clear();
         // Checking `wanted` first: a marker taken for nobody would block
         // others until the manager noticed and gave it back.
@@ -313,6 +394,11 @@ impl Backend for SoftBackend {
         Ok(false)
     }
 
+    fn done_waiting(&self) {
+        let watch = self.watch.lock().unwrap().take();
+        drop(watch);
+    }
+
     fn attempts_while_blocking(&self) -> bool {
         // Exclusive creation arbitrates between any number of attempts.
         true
@@ -322,10 +408,7 @@ impl Backend for SoftBackend {
         let Some((pin, key)) = self.mine.lock().unwrap().take() else {
             return Ok(());
         };
-        // Take turns with anyone breaking this marker (see `take_over`): a
-        // breaker holds the lock for a few system calls, or dies and frees
-        // it. An error means no kernel locks here, and no turns to take.
-        let _ = sys::flock_wait(&pin, Mode::Exclusive);
+        self.wait_turn(&pin);
         if self.unlink_if(key) {
             Ok(())
         } else {
@@ -378,7 +461,7 @@ impl Backend for SoftBackend {
                 )),
             );
         }
-        if self.take_over(st, &content, &pin)? {
+        if self.take_over(st, &content, pin)? {
             Ok(())
         } else {
             Err(Error::new(ErrorKind::WouldBlock, &self.path)
@@ -446,10 +529,7 @@ mod tests {
         std::fs::remove_file(dir.path().join("s.lock")).unwrap();
         let live = format!("{}\n{}\n", std::process::id(), sys::host_name());
         std::fs::write(dir.path().join("s.lock"), &live).unwrap();
-        assert!(
-            soft.take_over(judged, &content, &pin).unwrap(),
-            "look again"
-        );
+        assert!(soft.take_over(judged, &content, pin).unwrap(), "look again");
         assert_eq!(
             std::fs::read_to_string(dir.path().join("s.lock")).unwrap(),
             live
@@ -470,12 +550,14 @@ mod tests {
         let other = File::open(dir.path().join("t.lock")).unwrap();
         assert!(sys::flock_try(&other, Mode::Exclusive).unwrap());
         assert!(
-            !soft.take_over(judged, &content, &pin).unwrap(),
+            !soft
+                .take_over(judged, &content, pin.try_clone().unwrap())
+                .unwrap(),
             "not its turn"
         );
         assert!(dir.path().join("t.lock").exists());
         drop(other);
-        assert!(soft.take_over(judged, &content, &pin).unwrap());
+        assert!(soft.take_over(judged, &content, pin).unwrap());
         assert!(!dir.path().join("t.lock").exists());
     }
 

@@ -287,7 +287,14 @@ impl Entry {
 
     /// Body of the waiting thread: wait on the backend for the head's mode,
     /// then hand the lock over through `dispatch`.
-    pub(crate) fn block(self: Arc<Self>, mut mode: Mode) {
+    pub(crate) fn block(self: Arc<Self>, mode: Mode) {
+        let guard = Unwinding(&self);
+        self.wait_on_backend(mode);
+        drop(guard);
+        self.backend.done_waiting();
+    }
+
+    fn wait_on_backend(self: &Arc<Self>, mut mode: Mode) {
         loop {
             let wanted = || !self.state().queue.is_empty();
             let result = self.backend.acquire_blocking(mode, &wanted);
@@ -314,6 +321,26 @@ impl Entry {
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Armed while a thread waits on the backend: if that thread unwinds, the
+/// entry must not stay marked as waited for by nobody, and the waiters
+/// queued behind it get an error instead of waiting forever.
+struct Unwinding<'a>(&'a Entry);
+
+impl Drop for Unwinding<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let mut st = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.blocking = false;
+        let err = Error::new(ErrorKind::Io, self.0.backend.path())
+            .with_detail("the thread waiting for the lock panicked");
+        for (w, _) in st.queue.drain(..) {
+            w.fail(err.clone());
         }
     }
 }

@@ -172,7 +172,8 @@ fn kind(word: &str) -> Kind {
     }
 }
 
-fn open(path: &str, k: &str) -> FileLock {
+/// A lock of kind `k` (`os`, `soft`) on `path`.
+pub fn open(path: &str, k: &str) -> FileLock {
     FileLock::builder(path).kind(kind(k)).build().unwrap()
 }
 
@@ -321,6 +322,14 @@ fn run_role(words: &[&str]) {
             let witness = Witness::new(witness);
             let hold = Duration::from_micros(hold_us.parse().unwrap());
             let rounds = std::sync::atomic::AtomicU64::new(0);
+            let n: u32 = n.parse().unwrap();
+            let more = |i: u32| {
+                if mode(m) == Mode::Exclusive {
+                    i < n
+                } else {
+                    !Path::new(stop).exists()
+                }
+            };
             let mut slowest = Duration::ZERO;
             std::thread::scope(|s| {
                 let workers: Vec<_> = (0..threads.parse::<usize>().unwrap())
@@ -328,11 +337,7 @@ fn run_role(words: &[&str]) {
                         s.spawn(|| {
                             let mut slowest = Duration::ZERO;
                             let mut i = 0;
-                            while if *m == "ex" {
-                                i < n.parse::<u32>().unwrap()
-                            } else {
-                                !Path::new(stop).exists()
-                            } {
+                            while more(i) {
                                 let asked = Instant::now();
                                 let g = lock.lock_with(mode(m), Wait::Timeout(LONG)).unwrap();
                                 slowest = slowest.max(asked.elapsed());
@@ -543,6 +548,11 @@ pub fn cases(default: u32) -> u32 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// A path as the `&str` a child's role words are made of.
+pub fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
 }
 
 pub fn tmp() -> tempfile::TempDir {

@@ -84,18 +84,3 @@ impl DirWatch {
         while unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
     }
 }
-
-impl Drop for DirWatch {
-    fn drop(&mut self) {
-        // Closing an inotify instance waits for an RCU grace period: often
-        // 5-15 ms. Nobody should wait for that, least of all whoever drops
-        // the last handle of a lock, so the descriptor is closed elsewhere.
-        if let Some(fd) = self.fd.take() {
-            // If no thread can be started, the closure and the descriptor
-            // are dropped right here instead.
-            let _ = std::thread::Builder::new()
-                .name("wasmlock-close".into())
-                .spawn(move || drop(fd));
-        }
-    }
-}
