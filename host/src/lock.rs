@@ -293,12 +293,14 @@ impl FileLock {
     ///
     /// Waiting forever for a lock this thread already holds through another
     /// handle fails at once with [`ErrorKind::Deadlock`].
+    #[inline]
     pub fn lock(&self) -> Result<LockGuard<'_>> {
         self.lock_with(Mode::Exclusive, Wait::Forever)
     }
 
     /// Locks exclusively if that is possible right now, else
     /// [`ErrorKind::WouldBlock`].
+    #[inline]
     pub fn try_lock(&self) -> Result<LockGuard<'_>> {
         self.lock_with(Mode::Exclusive, Wait::TryOnce)
     }
@@ -324,6 +326,7 @@ impl FileLock {
     }
 
     /// Locks in `mode`, waiting as `wait` says. The calling thread is the owner.
+    #[inline]
     pub fn lock_with(&self, mode: Mode, wait: Wait) -> Result<LockGuard<'_>> {
         let owner = Owner::current_thread();
         self.acquire(owner, mode, wait)?;
@@ -1079,6 +1082,7 @@ impl<'a> LockGuard<'a> {
 }
 
 impl Drop for LockGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         if !self.released
             && let Err(e) = self.lock.release(self.owner)

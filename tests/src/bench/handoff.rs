@@ -188,11 +188,15 @@ pub(super) fn run(sizes: &Sizes, dir: &Path, report: &mut Report) -> Result<()> 
             (percentile(&s, 50), percentile(&s, 99))
         });
         let at = placement.describe();
-        report.push(
-            Figure::new(3, format!("OS lock hand-off, p50 ({n}x, {at})"), os50, "us")
-                .against("raw blocking flock, p50", raw50)
-                .target("<= 2.0", os50 / raw50 <= 2.0),
-        );
+        let p50 = Figure::new(3, format!("OS lock hand-off, p50 ({n}x, {at})"), os50, "us")
+            .against("raw blocking flock, p50", raw50);
+        // The target is judged where every variant crosses cores alike;
+        // where the scheduler decides, it decides differently for each
+        // (see `Placement::Scheduler`), and the figure is shown as is.
+        report.push(match placement {
+            Placement::CoreEach => p50.target("<= 2.0", os50 / raw50 <= 2.0),
+            Placement::Scheduler => p50,
+        });
         report.push(
             Figure::new(3, format!("OS lock hand-off, p99 ({at})"), os99, "us")
                 .against("raw blocking flock, p99", raw99),
@@ -217,7 +221,10 @@ enum Placement {
     /// core, the same for every variant.
     CoreEach,
     /// Wherever the scheduler puts them: it often moves the woken process to
-    /// the waker's core, which is faster but varies from run to run.
+    /// the waker's core, which is faster but varies from run to run, and
+    /// between the variants (a woken process that just ran on the same core
+    /// is placed differently from one that slept on another): ratios from
+    /// 1.4 to 2.4 on the same machine, for the same code.
     Scheduler,
 }
 
