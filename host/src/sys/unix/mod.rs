@@ -68,13 +68,20 @@ pub(crate) struct Turnstile;
 impl Turnstile {
     const OFFSET: libc::off_t = libc::off_t::MAX - 1;
 
-    fn op(file: &File, ty: libc::c_int, cmd: libc::c_int) -> io::Result<bool> {
-        // SAFETY: flock is plain old data; all-zero is a valid value.
+    /// The turnstile's byte, for a record lock of type `ty`.
+    fn byte(ty: libc::c_int) -> libc::flock {
+        // SAFETY: flock is plain old data; all-zero is a valid value (and
+        // OFD locks require l_pid to be 0).
         let mut fl: libc::flock = unsafe { std::mem::zeroed() };
         fl.l_type = ty as libc::c_short;
         fl.l_whence = libc::SEEK_SET as libc::c_short;
         fl.l_start = Self::OFFSET;
         fl.l_len = 1;
+        fl
+    }
+
+    fn op(file: &File, ty: libc::c_int, cmd: libc::c_int) -> io::Result<bool> {
+        let mut fl = Self::byte(ty);
         loop {
             // SAFETY: fcntl with a valid fd and a pointer to an initialised flock struct.
             let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl as *mut libc::flock) };
@@ -103,12 +110,7 @@ impl Turnstile {
     /// look, not a pass. A writer that closes it right after may see one
     /// more reader in ahead of it, as it would a reader already passing.
     pub(crate) fn is_open(file: &File) -> io::Result<bool> {
-        // SAFETY: flock is plain old data; all-zero is a valid value.
-        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-        fl.l_type = libc::F_RDLCK as libc::c_short;
-        fl.l_whence = libc::SEEK_SET as libc::c_short;
-        fl.l_start = Self::OFFSET;
-        fl.l_len = 1;
+        let mut fl = Self::byte(libc::F_RDLCK);
         // SAFETY: fcntl with a valid fd and a pointer to an initialised flock struct.
         let rc = unsafe {
             libc::fcntl(
