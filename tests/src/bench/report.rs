@@ -12,9 +12,6 @@ pub struct Figure {
     pub unit: &'static str,
     /// What the baseline is, and its value measured in the same run.
     pub baseline: Option<(String, f64)>,
-    /// `value / baseline`, or for throughput figures `value / baseline` too
-    /// (the target says which way is good).
-    pub ratio: Option<f64>,
     /// The target, in words, and whether this run met it.
     pub target: Option<(String, bool)>,
 }
@@ -27,16 +24,19 @@ impl Figure {
             value,
             unit,
             baseline: None,
-            ratio: None,
             target: None,
         }
     }
 
-    /// Adds the baseline and the ratio `value / baseline`.
+    /// Adds the baseline.
     pub fn against(mut self, what: impl Into<String>, value: f64) -> Figure {
-        self.ratio = Some(self.value / value);
         self.baseline = Some((what.into(), value));
         self
+    }
+
+    /// `value / baseline`; the target says which way is good.
+    pub fn ratio(&self) -> Option<f64> {
+        self.baseline.as_ref().map(|(_, b)| self.value / b)
     }
 
     /// Adds a target and whether it was met.
@@ -60,17 +60,6 @@ impl Report {
     pub fn push(&mut self, f: Figure) {
         eprintln!("  {}", line(&f));
         self.figures.push(f);
-    }
-
-    /// Whether every figure that has a target met it.
-    pub fn all_met(&self) -> bool {
-        self.figures
-            .iter()
-            .all(|f| f.target.as_ref().is_none_or(|t| t.1))
-    }
-
-    pub fn figure(&self, what: &str) -> Option<&Figure> {
-        self.figures.iter().find(|f| f.what == what)
     }
 
     /// The table, one figure per line.
@@ -98,7 +87,7 @@ impl Report {
                     "value": f.value,
                     "unit": f.unit,
                     "baseline": f.baseline.as_ref().map(|(w, v)| serde_json::json!({"figure": w, "value": v, "unit": f.unit})),
-                    "ratio": f.ratio,
+                    "ratio": f.ratio(),
                     "target": f.target.as_ref().map(|t| &t.0),
                     "met": f.target.as_ref().map(|t| t.1),
                 })
@@ -119,7 +108,7 @@ fn line(f: &Figure) -> String {
         .as_ref()
         .map(|(w, v)| format!("{w}: {}", num(*v, f.unit)))
         .unwrap_or_default();
-    let ratio = f.ratio.map(|r| format!("{r:.2}")).unwrap_or_default();
+    let ratio = f.ratio().map(|r| format!("{r:.2}")).unwrap_or_default();
     let target = f
         .target
         .as_ref()
