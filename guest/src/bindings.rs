@@ -2,7 +2,7 @@
 //! the `wasip2` crate, so a descriptor from `wasip2` is the same type here.
 
 wit_bindgen::generate!({
-    path: "../wit",
+    path: "wit",
     world: "wasmlock:lock/imports",
     with: {
         "wasi:io/poll@0.2.12": wasip2::io::poll,

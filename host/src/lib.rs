@@ -36,6 +36,18 @@
 //! example, and `WasiLockHost` is ready-made store data. Without default
 //! features the crate has no wasmtime dependency at all.
 //!
+//! # Features
+//!
+//! - `wasmtime` (default): the embedding — `add_to_linker`, `WasmLockCtx`,
+//!   the `wasm` module. It asks wasmtime only for `runtime`,
+//!   `component-model`, `async` and `std`; the compiler, caching and the
+//!   allocator are the embedder's choice.
+//! - `cli`: the `wasmlock` command-line tool (`run`, a `flock(1)`-compatible
+//!   `exec`, `status`, `break`, `completions`); it turns on wasmtime's
+//!   Cranelift compiler.
+//!
+//! Without default features the crate does not depend on wasmtime.
+//!
 //! # Semantics
 //!
 //! - **Waiting** is an explicit [`Wait`]: forever, try once, a timeout or a
@@ -57,6 +69,7 @@
 //!   py-filelock, so Python and Rust processes exclude each other, and a
 //!   marker left by a dead process on this host is broken safely.
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(
     missing_debug_implementations,
     rust_2018_idioms,
@@ -84,8 +97,10 @@ pub use semaphore::{Permit, Semaphore};
 pub use wait::{Kind, Mode, Wait};
 
 #[cfg(feature = "wasmtime")]
+#[cfg_attr(docsrs, doc(cfg(feature = "wasmtime")))]
 pub mod wasm;
 #[cfg(feature = "wasmtime")]
+#[cfg_attr(docsrs, doc(cfg(feature = "wasmtime")))]
 pub use wasm::{
     WasiLockHost, WasmLock, WasmLockCtx, WasmLockCtxBuilder, WasmLockCtxView, WasmLockView,
     add_to_linker,

@@ -214,6 +214,10 @@ impl FileLock {
     /// `lock(file, flags)` or py-filelock's `lock_descriptor`). It contends
     /// with path-based locks on the same file, in this process and others.
     ///
+    /// Like `flock(1)`, any open file will do: a directory, `/dev/null`, a
+    /// file opened read-only (writers are then not protected from a stream
+    /// of readers in other processes: the turnstile needs a read-write file).
+    ///
     /// ```
     /// use wasmlock::FileLock;
     /// # let dir = tempfile::tempdir().unwrap();
@@ -229,11 +233,11 @@ impl FileLock {
     /// ```
     pub fn from_file(file: File) -> Result<FileLock> {
         let display = fd_path(&file);
-        Self::from_file_as(file, display)
+        Ok(Self::on_open_file(file, display))
     }
 
-    /// [`from_file`](Self::from_file), naming the file `display` in errors
-    /// (guests must not learn host paths).
+    /// [`from_file`](Self::from_file) for a guest's file, named `display` in
+    /// errors (guests must not learn host paths), and only a regular file.
     #[cfg_attr(not(feature = "wasmtime"), allow(dead_code))]
     pub(crate) fn from_file_as(file: File, display: PathBuf) -> Result<FileLock> {
         let st = sys::fstat(&file).map_err(|e| Error::from_io(e, &display))?;
@@ -242,12 +246,16 @@ impl FileLock {
                 Error::new(ErrorKind::InvalidPath, &display).with_detail("not a regular file")
             );
         }
-        Ok(FileLock::with_source(
+        Ok(Self::on_open_file(file, display))
+    }
+
+    fn on_open_file(file: File, display: PathBuf) -> FileLock {
+        FileLock::with_source(
             Source::File { file, display },
             Kind::Os,
             Options::default(),
             None,
-        ))
+        )
     }
 
     fn with_source(source: Source, kind: Kind, options: Options, id: Option<u64>) -> FileLock {

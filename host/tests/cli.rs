@@ -44,7 +44,7 @@ fn exec_runs_the_command_under_the_lock_and_passes_its_status_on() {
     let out = wasmlock(&["exec", "--shared", l, "true"]);
     assert_eq!(out.status.code(), Some(0));
     let out = wasmlock(&["exec", l, "/nonexistent/program"]);
-    assert_eq!(out.status.code(), Some(127));
+    assert_eq!(out.status.code(), Some(69), "flock(1)'s status");
 }
 
 #[test]
@@ -55,8 +55,8 @@ fn exec_does_not_wait_with_nonblock_and_gives_up_after_wait() {
     let mut holder = Child::spawn(&["hold", p, "ex", "os"]);
     holder.expect("LOCKED", LONG);
     let t = Instant::now();
-    let out = wasmlock(&["exec", "--nonblock", p, "true"]);
-    assert_eq!(out.status.code(), Some(75), "{}", text(&out.stderr));
+    let out = wasmlock(&["exec", "--verbose", "--nonblock", p, "true"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(t.elapsed() < Duration::from_secs(5));
     assert!(
         text(&out.stderr).contains(p),
@@ -64,8 +64,8 @@ fn exec_does_not_wait_with_nonblock_and_gives_up_after_wait() {
         text(&out.stderr)
     );
 
-    let out = wasmlock(&["exec", "--wait", "200ms", p, "true"]);
-    assert_eq!(out.status.code(), Some(75));
+    let out = wasmlock(&["exec", "--verbose", "--wait", "200ms", p, "true"]);
+    assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("timed out"),
         "{}",
@@ -82,7 +82,7 @@ fn a_long_wait_says_who_holds_the_lock() {
     let mut holder = Child::spawn(&["hold", p, "ex", "os"]);
     holder.expect("LOCKED", LONG);
     let cli = Command::new(BIN)
-        .args(["exec", p, "echo", "got it"])
+        .args(["exec", "--verbose", p, "echo", "got it"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -95,7 +95,7 @@ fn a_long_wait_says_who_holds_the_lock() {
     let err = text(&out.stderr);
     assert!(
         err.contains(&format!(
-            "waiting for lock on {p} (held by pid {})",
+            "wasmlock: waiting for lock on {p} (held by pid {})",
             holder.pid
         )),
         "{err}"
@@ -163,20 +163,57 @@ fn break_removes_a_dead_holders_marker_and_refuses_a_live_one() {
 #[test]
 fn bad_input_gets_one_clear_line_and_a_status() {
     let dir = tmp();
-    let out = wasmlock(&["exec", dir.path().to_str().unwrap(), "true"]);
-    assert_eq!(out.status.code(), Some(74));
+    let file = dir.path().join("plain");
+    std::fs::write(&file, "").unwrap();
+    let under_a_file = file.join("x.lock");
+    let out = wasmlock(&["exec", under_a_file.to_str().unwrap(), "true"]);
+    assert_eq!(
+        out.status.code(),
+        Some(66),
+        "cannot open: flock(1)'s status"
+    );
     let err = text(&out.stderr);
     assert!(
-        err.contains("invalid lock path") && err.lines().count() == 1,
+        err.contains(under_a_file.to_str().unwrap())
+            && err.contains("Not a directory")
+            && err.lines().count() == 1,
         "{err}"
     );
     let out = wasmlock(&["exec", "", "true"]);
-    assert_eq!(out.status.code(), Some(2), "an empty path is a usage error");
+    assert_eq!(
+        out.status.code(),
+        Some(66),
+        "an empty path cannot be opened"
+    );
     let out = wasmlock(&["exec", "--wait", "soon", "x.lock", "true"]);
-    assert_eq!(out.status.code(), Some(2), "usage error");
-    for sub in ["run", "exec", "status", "break"] {
+    assert_eq!(out.status.code(), Some(64), "usage error");
+    assert!(text(&out.stderr).contains("invalid timeout value \"soon\""));
+    for sub in ["run", "exec", "status", "break", "completions"] {
         let out = wasmlock(&[sub, "--help"]);
         assert!(out.status.success(), "{sub} --help");
-        assert!(text(&out.stdout).contains("Usage"));
+        let help = text(&out.stdout);
+        assert!(
+            help.contains("Usage") && help.contains("Examples:"),
+            "{sub}: {help}"
+        );
     }
+}
+
+#[test]
+fn completions_are_scripts_for_each_shell() {
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef wasmlock"),
+        ("fish", "complete -c wasmlock"),
+    ] {
+        let out = wasmlock(&["completions", shell]);
+        assert!(out.status.success(), "{shell}: {}", text(&out.stderr));
+        let script = text(&out.stdout);
+        assert!(
+            script.contains(marker) && script.contains("conflict-exit-code"),
+            "{shell}: {script}"
+        );
+    }
+    let out = wasmlock(&["completions", "cmd.exe"]);
+    assert_eq!(out.status.code(), Some(64));
 }

@@ -93,11 +93,11 @@ fn run_fails_clearly_on_a_trap_or_a_bad_grant() {
         .args(["run", "--dir", "nonsense", PROBE])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("HOST::GUEST"));
     let out = Command::new(&bin)
         .args(["run", "/nonexistent.wasm"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(64));
 }

@@ -3,7 +3,7 @@
 //! guest's `wasi:filesystem` descriptor can be passed straight in.
 
 wasmtime::component::bindgen!({
-    path: "../wit",
+    path: "wit",
     world: "wasmlock:lock/imports",
     imports: { default: async | trappable | tracing },
     with: {

@@ -133,7 +133,9 @@ pub(crate) fn link_at(file: &File, dir: BorrowedFd<'_>, name: &CStr) -> io::Resu
 
 fn to_stat(st: &libc::stat) -> Stat {
     Stat {
-        dev: st.st_dev,
+        // dev_t is i32 on macOS.
+        #[allow(clippy::unnecessary_cast)]
+        dev: st.st_dev as u64,
         ino: st.st_ino,
         mtime_ns: i128::from(st.st_mtime) * 1_000_000_000 + i128::from(st.st_mtime_nsec),
         ctime_ns: i128::from(st.st_ctime) * 1_000_000_000 + i128::from(st.st_ctime_nsec),
@@ -209,6 +211,7 @@ pub(crate) fn rename_at(
         if noreplace && lstat_at(dir, to).is_ok() {
             return Err(io::Error::from_raw_os_error(libc::EEXIST));
         }
+        // SAFETY: valid fds and NUL-terminated names.
         cvt(unsafe { libc::renameat(fd, from.as_ptr(), fd, to.as_ptr()) }).map(drop)
     }
 }
@@ -232,6 +235,18 @@ pub(crate) fn proc_fd_path(dir: BorrowedFd<'_>) -> std::path::PathBuf {
 /// 32 random hex digits for private file names.
 pub(crate) fn random_hex() -> String {
     let mut buf = [0u8; 16];
+    if !fill_random(&mut buf) {
+        // Uniqueness, not secrecy, is what matters here.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        buf.copy_from_slice(&(t ^ u128::from(std::process::id())).to_le_bytes());
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(target_os = "linux")]
+fn fill_random(buf: &mut [u8]) -> bool {
     let mut filled = 0;
     while filled < buf.len() {
         // SAFETY: writes at most the remaining length into buf.
@@ -240,13 +255,14 @@ pub(crate) fn random_hex() -> String {
         if n > 0 {
             filled += n as usize;
         } else if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            // Uniqueness, not secrecy, is what matters here.
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            buf.copy_from_slice(&(t ^ u128::from(std::process::id())).to_le_bytes());
-            break;
+            return false;
         }
     }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    true
+}
+
+#[cfg(not(target_os = "linux"))]
+fn fill_random(buf: &mut [u8]) -> bool {
+    // SAFETY: writes exactly buf.len() (at most 256) bytes into buf.
+    unsafe { libc::getentropy(buf.as_mut_ptr().cast(), buf.len()) == 0 }
 }

@@ -16,6 +16,7 @@ pub(crate) use proc_locks::flock_holders;
 
 use std::fs::File;
 use std::io;
+#[cfg(target_os = "linux")]
 use std::os::fd::AsRawFd;
 
 use fs4::{FileExt, TryLockError};
@@ -133,9 +134,16 @@ impl Turnstile {
         Self::op(file, libc::F_UNLCK, libc::F_OFD_SETLK).map(drop)
     }
 
-    /// Whether the turnstile can be used on this file: not on NFS, where
-    /// `flock` is emulated with record locks that would collide with it.
+    /// Whether the turnstile can be used on this file: open for reading and
+    /// writing (a writer's record lock needs write access, a reader's read
+    /// access), and not on NFS, where `flock` is emulated with record locks
+    /// that would collide with it.
     pub(crate) fn usable(file: &File) -> bool {
+        // SAFETY: F_GETFL on a valid fd takes no argument.
+        let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+        if flags < 0 || flags & libc::O_ACCMODE != libc::O_RDWR {
+            return false;
+        }
         // SAFETY: statfs is plain old data; all-zero is a valid value.
         let mut st: libc::statfs = unsafe { std::mem::zeroed() };
         // SAFETY: valid fd and a statfs to fill.

@@ -10,6 +10,9 @@ pub(crate) fn flock_holders(dev: u64, ino: u64) -> Vec<u32> {
 }
 
 fn parse(text: &str, dev: u64, ino: u64) -> Vec<u32> {
+    // dev_t is i32 on macOS, where there is no /proc/locks to read anyway.
+    #[allow(clippy::unnecessary_cast)]
+    let dev = dev as libc::dev_t;
     let (major, minor) = (libc::major(dev), libc::minor(dev));
     let want = format!("{major:02x}:{minor:02x}:{ino}");
     let mut pids = Vec::new();

@@ -1,7 +1,7 @@
 //! Waking on changes in a directory (inotify), for soft-lock waiters.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 /// Wakes when an entry of one directory is removed or renamed away. Where
@@ -20,6 +20,7 @@ impl DirWatch {
 
     #[cfg(target_os = "linux")]
     fn open(dir: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+        use std::os::fd::FromRawFd;
         // SAFETY: plain syscalls; the fd is owned immediately.
         let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
         if fd < 0 {

@@ -1,0 +1,331 @@
+//! `wasmlock exec`: `flock(1)`'s command line on wasmlock's engine, so a
+//! script can switch from one to the other without rewriting.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::IsTerminal;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use wasmlock::{ErrorKind, FileLock, LockGuard, Mode, Wait};
+
+use crate::{describe, duration, status, sys};
+
+/// Run COMMAND while holding a lock on FILE, like flock(1).
+///
+/// The forms and options are flock(1)'s: `FILE COMMAND [ARG...]`,
+/// `FILE -c 'SHELL COMMAND'`, or a file descriptor number the shell opened
+/// (`exec 9>FILE; wasmlock exec -n 9`). Options go before FILE.
+///
+/// Exit status: the command's (128+N if signal N killed it); 1, or the
+/// value of -E, if the lock was held (-n) or the wait ran out (-w); 64 for
+/// a usage error; 65 for a file descriptor that is not open or another lock
+/// error; 66 if the lock file cannot be opened (73 on a read-only or full
+/// file system); 69 if the command cannot be started; 71 if the system ran
+/// out of resources. All as flock(1) has them.
+#[derive(Args)]
+#[command(after_help = "Examples:\n  \
+    wasmlock exec /var/lock/cron.lock ./nightly.sh        wait for the lock, run the script\n  \
+    wasmlock exec -n /var/lock/cron.lock ./nightly.sh     give up at once if it is held (status 1)\n  \
+    wasmlock exec -w 2.5 -E 75 app.lock -c 'make all'     wait 2.5 s at most; status 75 if that ran out\n  \
+    wasmlock exec -s db.lock ./read-report                a shared lock: readers run together\n  \
+    ( wasmlock exec -n 9 || exit 1; ./critical ) 9>app.lock   lock a descriptor of the shell\n  \
+    wasmlock exec --soft /shared/nfs/job.lock ./job      a marker file, as py-filelock's SoftFileLock")]
+pub(crate) struct ExecArgs {
+    /// Take a shared (reader) lock.
+    #[arg(short = 's', long, overrides_with = "exclusive")]
+    shared: bool,
+    /// Take an exclusive (writer) lock; the default.
+    #[arg(short = 'x', short_alias = 'e', long, overrides_with = "shared")]
+    exclusive: bool,
+    /// Remove a lock (on a file descriptor: `wasmlock exec -u 9`).
+    #[arg(short = 'u', long)]
+    unlock: bool,
+    /// Fail rather than wait if the lock is held.
+    #[arg(short = 'n', long, visible_alias = "nb")]
+    nonblock: bool,
+    /// Wait at most this long: seconds as flock takes them (2, 0.5), or 250ms, 1m 30s.
+    #[arg(short = 'w', long, visible_alias = "timeout", value_name = "SECS", value_parser = duration::parse)]
+    wait: Option<Duration>,
+    /// The exit status when the lock was held or the wait ran out.
+    #[arg(short = 'E', long, value_name = "N", default_value_t = 1)]
+    conflict_exit_code: u8,
+    /// Do not pass the lock file descriptor to the command, so nothing it
+    /// leaves running keeps the lock after it exits.
+    #[arg(short = 'o', long)]
+    close: bool,
+    /// Run the command in place of this process (it keeps the lock).
+    #[arg(short = 'F', long, conflicts_with = "close")]
+    no_fork: bool,
+    /// A soft lock (a marker file, as py-filelock's SoftFileLock) instead of a kernel lock.
+    #[arg(long, conflicts_with_all = ["no_fork", "unlock"])]
+    soft: bool,
+    /// Say how long getting the lock took and what runs; report a wait for a holder.
+    #[arg(long)]
+    verbose: bool,
+    /// FILE COMMAND [ARG...], FILE -c COMMAND, or FD.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "FILE|FD"
+    )]
+    args: Vec<OsString>,
+}
+
+/// What to lock and what to run, from the positional arguments.
+enum Target {
+    Path(PathBuf, Vec<OsString>),
+    Fd(RawFd),
+}
+
+/// How `exec` ended, if not with the command's own status.
+struct Exit {
+    status: u8,
+    message: Option<String>,
+}
+
+impl Exit {
+    fn new(status: u8, message: impl Into<String>) -> Exit {
+        Exit {
+            status,
+            message: Some(message.into()),
+        }
+    }
+}
+
+pub(crate) fn main(args: ExecArgs) -> ExitCode {
+    let code = match exec(&args) {
+        Ok(code) => code,
+        Err(Exit { status, message }) => {
+            if let Some(message) = message {
+                eprintln!("wasmlock: {message}");
+            }
+            status
+        }
+    };
+    ExitCode::from(code)
+}
+
+fn exec(args: &ExecArgs) -> Result<u8, Exit> {
+    match target(&args.args)? {
+        Target::Fd(fd) => lock_fd(args, fd),
+        Target::Path(path, command) if args.soft => {
+            let lock = FileLock::builder(&path)
+                .soft()
+                .build()
+                .map_err(|e| lock_error(args, &e))?;
+            let guard = acquire(args, &lock)?;
+            let code = run(args, &command, None);
+            drop(guard);
+            code
+        }
+        Target::Path(path, command) => {
+            let file = open(&path)?;
+            if args.unlock {
+                // As flock(1): unlocking a file this process just opened
+                // changes nothing; the command runs without a lock.
+                return run(args, &command, None);
+            }
+            let fd = file.as_raw_fd();
+            let lock = FileLock::from_file(file).map_err(|e| lock_error(args, &e))?;
+            let guard = acquire(args, &lock)?;
+            if args.close {
+                let code = run(args, &command, None);
+                drop(guard);
+                return code;
+            }
+            // The command shares the lock's open file description, as with
+            // flock(1): the lock lasts while the command, or anything it left
+            // running with the descriptor, has it. So it is not released
+            // here; exiting closes our descriptor and the kernel does the rest.
+            let code = run(args, &command, Some(fd))?;
+            std::mem::forget(guard);
+            std::process::exit(code.into());
+        }
+    }
+}
+
+fn target(args: &[OsString]) -> Result<Target, Exit> {
+    let usage = |message: &str| Exit::new(status::USAGE, message);
+    let (first, rest) = args
+        .split_first()
+        .ok_or_else(|| usage("not enough arguments"))?;
+    if rest.is_empty() {
+        let fd = first
+            .to_str()
+            .and_then(|s| s.parse::<RawFd>().ok())
+            .filter(|&fd| fd >= 0)
+            .ok_or_else(|| {
+                usage(&format!(
+                    "{}: not a file descriptor number; to run a command give \
+                     FILE COMMAND [ARG...] or FILE -c COMMAND",
+                    first.to_string_lossy()
+                ))
+            })?;
+        return Ok(Target::Fd(fd));
+    }
+    // `--` before the command is accepted (flock would run a command named `--`).
+    let rest = match rest.split_first() {
+        Some((dashes, command)) if dashes == "--" && !command.is_empty() => command,
+        _ => rest,
+    };
+    let command = if rest[0] == "-c" || rest[0] == "--command" {
+        let [_, line] = rest else {
+            return Err(usage("-c requires exactly one command argument"));
+        };
+        let shell = std::env::var_os("SHELL")
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "/bin/sh".into());
+        vec![shell, "-c".into(), line.clone()]
+    } else {
+        rest.to_vec()
+    };
+    Ok(Target::Path(PathBuf::from(first), command))
+}
+
+/// Opens FILE as flock(1) does: created if missing (parents are not), a
+/// directory read-only, a file we may not write read-only. It never
+/// truncates, and never creates over a file someone else owns in a sticky
+/// directory (where `O_CREAT` alone would be refused).
+fn open(path: &PathBuf) -> Result<File, Exit> {
+    let refused = |e: std::io::Error| {
+        Exit::new(
+            sys::open_failure(&e),
+            format!("cannot open lock file {}: {e}", path.display()),
+        )
+    };
+    if path.as_os_str().is_empty() {
+        return Err(refused(std::io::ErrorKind::NotFound.into()));
+    }
+    let mut create = File::options();
+    create.read(true).write(true).create_new(true);
+    match create.open(path) {
+        Ok(file) => return Ok(file),
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            // A directory, or a read-only place: an existing file may still open.
+            if let Ok(file) = File::open(path) {
+                return Ok(file);
+            }
+            return Err(refused(e));
+        }
+        Err(_) => {}
+    }
+    File::options()
+        .read(true)
+        .write(true)
+        .open(path)
+        .or_else(|_| File::open(path))
+        .map_err(refused)
+}
+
+fn wait(args: &ExecArgs) -> Wait {
+    match args.wait {
+        _ if args.nonblock => Wait::TryOnce,
+        Some(d) if d.is_zero() => Wait::TryOnce,
+        Some(d) => Wait::Timeout(d),
+        None => Wait::Forever,
+    }
+}
+
+fn acquire<'a>(args: &ExecArgs, lock: &'a FileLock) -> Result<LockGuard<'a>, Exit> {
+    let mode = if args.shared {
+        Mode::Shared
+    } else {
+        Mode::Exclusive
+    };
+    let started = Instant::now();
+    // flock(1) is silent while it waits; we say who holds the lock when a
+    // person is watching, or when asked to.
+    let report = args.verbose || std::io::stderr().is_terminal();
+    let guard = lock
+        .lock_reporting(mode, wait(args), Duration::from_secs(1), |holder| {
+            if report {
+                eprintln!(
+                    "wasmlock: waiting for lock on {}{}",
+                    lock.path().display(),
+                    describe(&holder)
+                );
+            }
+        })
+        .map_err(|e| lock_error(args, &e))?;
+    if args.verbose {
+        eprintln!(
+            "wasmlock: getting lock took {:.6} seconds",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(guard)
+}
+
+/// The status for a lock that was not obtained, and its message.
+fn lock_error(args: &ExecArgs, e: &wasmlock::Error) -> Exit {
+    match e.kind() {
+        // flock(1) says nothing about a conflict unless asked to.
+        ErrorKind::WouldBlock | ErrorKind::Timeout => Exit {
+            status: args.conflict_exit_code,
+            message: args.verbose.then(|| e.to_string()),
+        },
+        ErrorKind::PermissionDenied | ErrorKind::InvalidPath => {
+            Exit::new(status::NOINPUT, e.to_string())
+        }
+        _ if sys::out_of_resources(e.raw_os_error()) => Exit::new(status::OSERR, e.to_string()),
+        _ => Exit::new(status::DATAERR, e.to_string()),
+    }
+}
+
+/// `wasmlock exec [-u] FD`: lock (or unlock) a descriptor the shell opened.
+/// The lock belongs to the shell's open file description, so it outlives
+/// this process, exactly as with flock(1).
+fn lock_fd(args: &ExecArgs, fd: RawFd) -> Result<u8, Exit> {
+    if args.soft {
+        return Err(Exit::new(
+            status::USAGE,
+            "--soft needs a lock file path, not a file descriptor",
+        ));
+    }
+    let file =
+        sys::dup_inherited(fd).map_err(|e| Exit::new(status::DATAERR, format!("{fd}: {e}")))?;
+    if args.unlock {
+        file.unlock()
+            .map_err(|e| Exit::new(status::DATAERR, format!("{fd}: {e}")))?;
+        return Ok(0);
+    }
+    let lock = FileLock::from_file(file).map_err(|e| lock_error(args, &e))?;
+    let guard = acquire(args, &lock)?;
+    // Neither the guard nor the handle may release it: the shell keeps it.
+    std::mem::forget(guard);
+    std::process::exit(0);
+}
+
+/// Runs the command and returns its status; `inherit` is a lock descriptor
+/// to pass on to it.
+fn run(args: &ExecArgs, command: &[OsString], inherit: Option<RawFd>) -> Result<u8, Exit> {
+    let mut cmd = std::process::Command::new(&command[0]);
+    cmd.args(&command[1..]);
+    if let Some(fd) = inherit {
+        sys::pass_on(&mut cmd, fd);
+    }
+    if args.verbose {
+        eprintln!("wasmlock: executing {}", command[0].to_string_lossy());
+    }
+    let failed = |e: std::io::Error| {
+        Exit::new(
+            status::UNAVAILABLE,
+            format!("failed to execute {}: {e}", command[0].to_string_lossy()),
+        )
+    };
+    if args.no_fork {
+        return Err(failed(cmd.exec()));
+    }
+    let exit = cmd.status().map_err(failed)?;
+    Ok(match (exit.code(), exit.signal()) {
+        (Some(code), _) => code as u8,
+        (None, Some(signal)) => (128 + signal) as u8,
+        (None, None) => status::OSERR,
+    })
+}

@@ -1,0 +1,124 @@
+//! `wasmlock run`: a WASI command component with `wasmlock:lock` linked.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use wasmlock::{WasiLockHost, WasmLockCtx};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, Store};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+
+use crate::{describe, duration, status};
+
+/// Run a WASI command component with WASI and the wasmlock:lock interface linked.
+///
+/// Exits with the plugin's status; 1 if it trapped; 64 for bad arguments
+/// or a component that cannot be loaded.
+#[derive(Args)]
+#[command(after_help = "Examples:\n  \
+    wasmlock run --dir ./data::/data counter.wasm             the plugin sees ./data as /data\n  \
+    wasmlock run --dir ./cfg::/cfg::ro --max-wait 30s p.wasm  read-only; no wait past 30 s\n  \
+    wasmlock run --allow-break --dir .::/work tool.wasm -- --verbose   arguments for the plugin")]
+pub(crate) struct RunArgs {
+    /// Grant a host directory to the plugin as HOST::GUEST (read-write), or HOST::GUEST::ro.
+    #[arg(long = "dir", value_name = "HOST::GUEST")]
+    dirs: Vec<String>,
+    /// Cap every wait of the plugin (its "forever" ends here), e.g. 30s, 500ms, 2.5.
+    #[arg(long, value_parser = duration::parse)]
+    max_wait: Option<Duration>,
+    /// Let the plugin break soft locks.
+    #[arg(long)]
+    allow_break: bool,
+    /// The component (.wasm).
+    plugin: PathBuf,
+    /// Arguments for the plugin.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+pub(crate) fn main(args: RunArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wasmlock: {e}");
+            return ExitCode::from(status::OSERR);
+        }
+    };
+    rt.block_on(run(args)).unwrap_or_else(|e| {
+        eprintln!("wasmlock: {e}");
+        ExitCode::from(status::USAGE)
+    })
+}
+
+async fn run(args: RunArgs) -> Result<ExitCode, String> {
+    let RunArgs {
+        dirs,
+        max_wait,
+        allow_break,
+        plugin,
+        args,
+    } = args;
+    let engine = Engine::default();
+    let component = Component::from_file(&engine, &plugin)
+        .map_err(|e| format!("{}: cannot load component: {e}", plugin.display()))?;
+    let mut linker = Linker::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| e.to_string())?;
+    wasmlock::add_to_linker(&mut linker).map_err(|e| e.to_string())?;
+
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.inherit_stdio()
+        .inherit_env()
+        .arg(plugin.display().to_string())
+        .args(&args);
+    for spec in &dirs {
+        let parts: Vec<&str> = spec.split("::").collect();
+        let (host, guest, perms) = match parts.as_slice() {
+            [host, guest] => (host, guest, FsPerms::ReadWrite),
+            [host, guest, "ro"] => (host, guest, FsPerms::ReadOnly),
+            _ => {
+                return Err(format!(
+                    "--dir {spec:?}: expected HOST::GUEST or HOST::GUEST::ro"
+                ));
+            }
+        };
+        wasi.preopened_dir(host, guest, perms)
+            .map_err(|e| format!("--dir {spec:?}: {e}"))?;
+    }
+    let mut locks = WasmLockCtx::builder()
+        .allow_break(allow_break)
+        .on_slow_wait(Duration::from_secs(1), |path, holder| {
+            eprintln!(
+                "waiting for lock on {}{}",
+                path.display(),
+                describe(&holder)
+            );
+        });
+    if let Some(max) = max_wait {
+        locks = locks.max_wait(max);
+    }
+    let mut store = Store::new(&engine, WasiLockHost::new(wasi.build(), locks.build()));
+    let result = async {
+        let command = wasmtime_wasi::p2::bindings::Command::instantiate_async(
+            &mut store, &component, &linker,
+        )
+        .await?;
+        command.wasi_cli_run().call_run(&mut store).await
+    }
+    .await;
+    Ok(match result {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(())) => ExitCode::from(1),
+        Err(e) => match e.downcast_ref::<I32Exit>() {
+            Some(exit) => ExitCode::from(exit.0.clamp(0, 255) as u8),
+            None => {
+                eprintln!("wasmlock: {}: {e:?}", plugin.display());
+                ExitCode::from(1)
+            }
+        },
+    })
+}
