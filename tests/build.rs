@@ -23,6 +23,8 @@ fn main() {
         .map_or_else(|| out.join("guests"), |target| target.join("wasm-guests"));
 
     for dir in [
+        "Cargo.toml",
+        "Cargo.lock",
         "guest",
         "wit",
         "examples/counter-plugin",
@@ -42,6 +44,7 @@ fn main() {
     // Flags meant for the host build must not leak into the guest build.
     for var in [
         "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
         "RUSTFLAGS",
         "CARGO_BUILD_TARGET",
         "RUSTC_WORKSPACE_WRAPPER",

@@ -91,7 +91,16 @@ fn a_long_wait_says_who_holds_the_lock() {
     holder.send("release");
     let out = cli.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(text(&out.stdout).trim(), "got it");
+    // --verbose says on stdout, as flock(1), how long it took and what runs.
+    let said = text(&out.stdout);
+    let lines: Vec<&str> = said.lines().collect();
+    assert!(
+        lines.len() == 3
+            && lines[0].starts_with("wasmlock: getting lock took ")
+            && lines[1] == "wasmlock: executing echo"
+            && lines[2] == "got it",
+        "{said}"
+    );
     let err = text(&out.stderr);
     assert!(
         err.contains(&format!(

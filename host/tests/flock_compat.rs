@@ -69,6 +69,20 @@ const ROWS: &[Row] = &[
     row(Exclusive, r#"$TOOL -n "$L" true"#, 1, ""),
     row(Exclusive, r#"$TOOL --nb "$L" echo ran"#, 1, ""),
     row(Exclusive, r#"$TOOL -n -E 42 "$L" true"#, 42, ""),
+    row(Exclusive, r#"$TOOL --nonblocking "$L" true"#, 1, ""),
+    row(Exclusive, r#"$TOOL --non --conf 3 "$L" true"#, 3, ""),
+    row(
+        Free,
+        r#"$TOOL --verbose "$L" true | sed -e 's/^[a-z]*: //' -e 's/took .*/took/'"#,
+        0,
+        "getting lock took\nexecuting true",
+    ),
+    row(
+        Free,
+        r#"ln -s "$D/made" "$D/link" && $TOOL "$D/link" true; test -f "$D/made"; echo made=$?"#,
+        0,
+        "made=0",
+    ),
     row(
         Exclusive,
         r#"$TOOL --nonblock --conflict-exit-code 9 "$L" true"#,
@@ -89,13 +103,13 @@ const ROWS: &[Row] = &[
     // -o: what the command leaves running does not keep the lock.
     row(
         Free,
-        r#"$TOOL -o "$L" -c 'sleep 2 >/dev/null 2>&1 &'; flock -n "$L" true; echo after=$?"#,
+        r#"$TOOL -o "$L" -c 'sleep 5 >/dev/null 2>&1 &'; flock -n "$L" true; echo after=$?"#,
         0,
         "after=0",
     ),
     row(
         Free,
-        r#"$TOOL "$L" -c 'sleep 2 >/dev/null 2>&1 &'; flock -n "$L" true; echo after=$?"#,
+        r#"$TOOL "$L" -c 'sleep 5 >/dev/null 2>&1 &'; flock -n "$L" true; echo after=$?"#,
         0,
         "after=1",
     ),
@@ -115,9 +129,9 @@ const ROWS: &[Row] = &[
     ),
     row(
         Free,
-        r#"( $TOOL 9; $TOOL -u 9; flock -n "$L" true; echo after=$? ) 9>"$L""#,
+        r#"( $TOOL 9; flock -n "$L" true; echo held=$?; $TOOL -u 9; flock -n "$L" true; echo after=$? ) 9>"$L""#,
         0,
-        "after=0",
+        "held=1\nafter=0",
     ),
     row(
         Exclusive,
@@ -125,7 +139,25 @@ const ROWS: &[Row] = &[
         0,
         "got=1",
     ),
+    row(
+        Free,
+        r#": >>"$L"; ( $TOOL -s 9 && flock -n "$L" true; echo ex=$?; flock -s -n "$L" true; echo sh=$? ) 9<"$L""#,
+        0,
+        "ex=1\nsh=0",
+    ),
+    row(
+        Free,
+        r#"( $TOOL -u -x 9; flock -n "$L" true; echo other=$? ) 9>"$L""#,
+        0,
+        "other=1",
+    ),
     row(Free, r#"( $TOOL -s 9 && echo got ) 9</dev/null"#, 0, "got"),
+    row(
+        Exclusive,
+        r#"( $TOOL -w 0.2 9; echo got=$? ) 9<>"$L""#,
+        0,
+        "got=1",
+    ),
     // Errors.
     row(Free, r#"$TOOL -n 7 7>&-"#, 65, ""),
     row(Free, r#"$TOOL "$L" /nonexistent/program"#, 69, ""),
@@ -136,6 +168,7 @@ const ROWS: &[Row] = &[
     row(Free, r#"$TOOL -w 1,5 "$L" true"#, 64, ""),
     row(Free, r#"$TOOL -F -o "$L" true"#, 64, ""),
     row(Free, r#"$TOOL "$L""#, 64, ""),
+    row(Free, r#"$TOOL --bogus "$L" true"#, 64, ""),
     row(Free, r#"$TOOL"#, 64, ""),
 ];
 
@@ -232,6 +265,41 @@ fn a_timed_wait_lasts_as_long_as_asked_in_both() {
             got.took
         );
     }
+}
+
+/// A wait on a shell's descriptor that gives up leaves nothing of ours on
+/// that open file: later readers get in as soon as the holder leaves.
+#[test]
+fn a_timed_out_wait_on_a_shell_descriptor_leaves_nothing_behind() {
+    let dir = tmp();
+    let lock = dir.path().join("row.lock");
+    let mut holder = Child::spawn(&["hold", p(&lock), "ex", "os"]);
+    holder.expect("LOCKED", LONG);
+    // The shell keeps descriptor 9 open after the wait gave up.
+    let mut shell = Command::new("sh")
+        .arg("-c")
+        .arg(r#"exec 9<>"$L"; $TOOL -w 0.2 9; echo got=$?; sleep 5"#)
+        .env("TOOL", format!("{BIN} exec"))
+        .env("L", &lock)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(shell.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "got=1");
+    holder.finish();
+    let reader = run(
+        &format!("{BIN} exec"),
+        r#"$TOOL -s -w 2 "$L" true"#,
+        dir.path(),
+    );
+    let _ = shell.kill();
+    let _ = shell.wait();
+    assert_eq!(reader.status, Some(0), "{}", reader.stderr);
 }
 
 #[test]

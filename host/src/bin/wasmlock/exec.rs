@@ -28,25 +28,29 @@ use crate::{describe, duration, status, sys};
 /// file system); 69 if the command cannot be started; 71 if the system ran
 /// out of resources. All as flock(1) has them.
 #[derive(Args)]
-#[command(after_help = "Examples:\n  \
+#[command(
+    version,
+    infer_long_args = true,
+    after_help = "Examples:\n  \
     wasmlock exec /var/lock/cron.lock ./nightly.sh        wait for the lock, run the script\n  \
     wasmlock exec -n /var/lock/cron.lock ./nightly.sh     give up at once if it is held (status 1)\n  \
     wasmlock exec -w 2.5 -E 75 app.lock -c 'make all'     wait 2.5 s at most; status 75 if that ran out\n  \
     wasmlock exec -s db.lock ./read-report                a shared lock: readers run together\n  \
     ( wasmlock exec -n 9 || exit 1; ./critical ) 9>app.lock   lock a descriptor of the shell\n  \
-    wasmlock exec --soft /shared/nfs/job.lock ./job      a marker file, as py-filelock's SoftFileLock")]
+    wasmlock exec --soft /shared/nfs/job.lock ./job      a marker file, as py-filelock's SoftFileLock"
+)]
 pub(crate) struct ExecArgs {
     /// Take a shared (reader) lock.
-    #[arg(short = 's', long, overrides_with = "exclusive")]
+    #[arg(short = 's', long, overrides_with_all = ["exclusive", "unlock"])]
     shared: bool,
     /// Take an exclusive (writer) lock; the default.
-    #[arg(short = 'x', short_alias = 'e', long, overrides_with = "shared")]
+    #[arg(short = 'x', short_alias = 'e', long, overrides_with_all = ["shared", "unlock"])]
     exclusive: bool,
     /// Remove a lock (on a file descriptor: `wasmlock exec -u 9`).
-    #[arg(short = 'u', long)]
+    #[arg(short = 'u', long, overrides_with_all = ["shared", "exclusive"])]
     unlock: bool,
     /// Fail rather than wait if the lock is held.
-    #[arg(short = 'n', long, visible_alias = "nb")]
+    #[arg(short = 'n', long, visible_aliases = ["nb", "nonblocking"])]
     nonblock: bool,
     /// Wait at most this long: seconds as flock takes them (2, 0.5), or 250ms, 1m 30s.
     #[arg(short = 'w', long, visible_alias = "timeout", value_name = "SECS", value_parser = duration::parse)]
@@ -99,6 +103,7 @@ impl Exit {
 }
 
 pub(crate) fn main(args: ExecArgs) -> ExitCode {
+    sys::default_sigchld();
     let code = match exec(&args) {
         Ok(code) => code,
         Err(Exit { status, message }) => {
@@ -155,6 +160,17 @@ fn target(args: &[OsString]) -> Result<Target, Exit> {
     let (first, rest) = args
         .split_first()
         .ok_or_else(|| usage("not enough arguments"))?;
+    // Every option we know was taken before FILE; what is left is a typo,
+    // not a file name (getopt would refuse it too).
+    if first
+        .to_str()
+        .is_some_and(|s| s.len() > 1 && s.starts_with('-'))
+    {
+        return Err(usage(&format!(
+            "unrecognized option {:?}; see wasmlock exec --help",
+            first.to_string_lossy()
+        )));
+    }
     if rest.is_empty() {
         let fd = first
             .to_str()
@@ -188,10 +204,11 @@ fn target(args: &[OsString]) -> Result<Target, Exit> {
     Ok(Target::Path(PathBuf::from(first), command))
 }
 
-/// Opens FILE as flock(1) does: created if missing (parents are not), a
-/// directory read-only, a file we may not write read-only. It never
-/// truncates, and never creates over a file someone else owns in a sticky
-/// directory (where `O_CREAT` alone would be refused).
+/// Opens FILE as flock(1) does: created if missing (through a dangling
+/// symbolic link too; parents are not created), never truncated, read-only
+/// where we may not write (a directory, another user's file). When
+/// `O_CREAT` itself is refused on an existing file (another user's file in a
+/// sticky directory, `fs.protected_regular`), it is opened without it.
 fn open(path: &PathBuf) -> Result<File, Exit> {
     let refused = |e: std::io::Error| {
         Exit::new(
@@ -202,25 +219,22 @@ fn open(path: &PathBuf) -> Result<File, Exit> {
     if path.as_os_str().is_empty() {
         return Err(refused(std::io::ErrorKind::NotFound.into()));
     }
-    let mut create = File::options();
-    create.read(true).write(true).create_new(true);
-    match create.open(path) {
-        Ok(file) => return Ok(file),
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-            // A directory, or a read-only place: an existing file may still open.
-            if let Ok(file) = File::open(path) {
-                return Ok(file);
-            }
-            return Err(refused(e));
-        }
-        Err(_) => {}
-    }
-    File::options()
+    let first = File::options()
         .read(true)
         .write(true)
-        .open(path)
-        .or_else(|_| File::open(path))
-        .map_err(refused)
+        .create(true)
+        .truncate(false)
+        .open(path);
+    match first {
+        Ok(file) => Ok(file),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(refused(e)),
+        Err(e) => File::options()
+            .read(true)
+            .write(true)
+            .open(path)
+            .or_else(|_| File::open(path))
+            .map_err(|_| refused(e)),
+    }
 }
 
 fn wait(args: &ExecArgs) -> Wait {
@@ -254,7 +268,7 @@ fn acquire<'a>(args: &ExecArgs, lock: &'a FileLock) -> Result<LockGuard<'a>, Exi
         })
         .map_err(|e| lock_error(args, &e))?;
     if args.verbose {
-        eprintln!(
+        println!(
             "wasmlock: getting lock took {:.6} seconds",
             started.elapsed().as_secs_f64()
         );
@@ -279,8 +293,10 @@ fn lock_error(args: &ExecArgs, e: &wasmlock::Error) -> Exit {
 }
 
 /// `wasmlock exec [-u] FD`: lock (or unlock) a descriptor the shell opened.
-/// The lock belongs to the shell's open file description, so it outlives
-/// this process, exactly as with flock(1).
+/// The lock belongs to the shell's open file description and outlives this
+/// process, exactly as with flock(1). It is the kernel's lock alone: the
+/// engine would put its own state (the writers' turnstile) on that open
+/// file too, and a wait given up would leave it behind in the shell.
 fn lock_fd(args: &ExecArgs, fd: RawFd) -> Result<u8, Exit> {
     if args.soft {
         return Err(Exit::new(
@@ -288,18 +304,39 @@ fn lock_fd(args: &ExecArgs, fd: RawFd) -> Result<u8, Exit> {
             "--soft needs a lock file path, not a file descriptor",
         ));
     }
-    let file =
-        sys::dup_inherited(fd).map_err(|e| Exit::new(status::DATAERR, format!("{fd}: {e}")))?;
+    let failed = |e: std::io::Error| {
+        let status = if sys::out_of_resources(e.raw_os_error()) {
+            status::OSERR
+        } else {
+            status::DATAERR
+        };
+        Exit::new(status, format!("{fd}: {e}"))
+    };
+    let file = sys::dup_inherited(fd).map_err(failed)?;
     if args.unlock {
-        file.unlock()
-            .map_err(|e| Exit::new(status::DATAERR, format!("{fd}: {e}")))?;
+        file.unlock().map_err(failed)?;
         return Ok(0);
     }
-    let lock = FileLock::from_file(file).map_err(|e| lock_error(args, &e))?;
-    let guard = acquire(args, &lock)?;
-    // Neither the guard nor the handle may release it: the shell keeps it.
-    std::mem::forget(guard);
-    std::process::exit(0);
+    let timeout = match wait(args) {
+        Wait::Forever => None,
+        Wait::Timeout(d) => Some(d),
+        _ => Some(Duration::ZERO),
+    };
+    let started = Instant::now();
+    if !sys::flock(&file, args.shared, timeout).map_err(failed)? {
+        return Err(Exit {
+            status: args.conflict_exit_code,
+            message: args.verbose.then(|| format!("{fd}: failed to get lock")),
+        });
+    }
+    if args.verbose {
+        println!(
+            "wasmlock: getting lock took {:.6} seconds",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    // Closing our duplicate leaves the lock to the shell's descriptor.
+    Ok(0)
 }
 
 /// Runs the command and returns its status; `inherit` is a lock descriptor
@@ -311,7 +348,7 @@ fn run(args: &ExecArgs, command: &[OsString], inherit: Option<RawFd>) -> Result<
         sys::pass_on(&mut cmd, fd);
     }
     if args.verbose {
-        eprintln!("wasmlock: executing {}", command[0].to_string_lossy());
+        println!("wasmlock: executing {}", command[0].to_string_lossy());
     }
     let failed = |e: std::io::Error| {
         Exit::new(

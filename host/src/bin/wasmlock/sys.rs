@@ -2,9 +2,11 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crate::status;
 
@@ -48,4 +50,80 @@ pub(crate) fn open_failure(e: &io::Error) -> u8 {
 /// Whether a lock failed for want of system resources (flock(1)'s 71).
 pub(crate) fn out_of_resources(errno: Option<i32>) -> bool {
     matches!(errno, Some(libc::ENOLCK | libc::ENOMEM))
+}
+
+/// `flock(2)` on `file` as `flock(1)` does it: at once (`timeout` zero),
+/// with a deadline (a one-shot `SIGALRM` interrupts the wait), or forever.
+/// `Ok(false)`: the lock is held by someone else, or the deadline passed.
+/// Used for a descriptor the shell owns, where the lock must be the kernel's
+/// alone: nothing of ours may outlive this process on that open file.
+pub(crate) fn flock(file: &File, shared: bool, timeout: Option<Duration>) -> io::Result<bool> {
+    let mut op = if shared { libc::LOCK_SH } else { libc::LOCK_EX };
+    if timeout.is_some_and(|t| t.is_zero()) {
+        op |= libc::LOCK_NB;
+    }
+    let timed = timeout.filter(|t| !t.is_zero());
+    if let Some(t) = timed {
+        arm_alarm(t)?;
+    }
+    let result = loop {
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            break Ok(true);
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => break Ok(false),
+            Some(libc::EINTR) if ALARM.load(Ordering::SeqCst) => break Ok(false),
+            Some(libc::EINTR) => continue,
+            _ => break Err(err),
+        }
+    };
+    if timed.is_some() {
+        disarm_alarm();
+    }
+    result
+}
+
+static ALARM: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_alarm(_: libc::c_int) {
+    ALARM.store(true, Ordering::SeqCst);
+}
+
+fn arm_alarm(after: Duration) -> io::Result<()> {
+    // SAFETY: sigaction is plain old data; all-zero is a valid value.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = on_alarm as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // No SA_RESTART: the signal must interrupt the waiting flock.
+    action.sa_flags = 0;
+    // SAFETY: installs a handler that only stores to an atomic.
+    if unsafe { libc::sigaction(libc::SIGALRM, &action, std::ptr::null_mut()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: itimerval is plain old data; all-zero is a valid value.
+    let mut timer: libc::itimerval = unsafe { std::mem::zeroed() };
+    timer.it_value.tv_sec = after.as_secs().min(i32::MAX as u64) as libc::time_t;
+    // At least one microsecond: an all-zero value would disarm the timer.
+    timer.it_value.tv_usec = after.subsec_micros().max(1) as libc::suseconds_t;
+    // SAFETY: a one-shot real-time timer; the old value is not wanted.
+    if unsafe { libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn disarm_alarm() {
+    // SAFETY: all-zero itimerval stops the timer.
+    let stop: libc::itimerval = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::setitimer(libc::ITIMER_REAL, &stop, std::ptr::null_mut()) };
+}
+
+/// A caller that ignores `SIGCHLD` would have it ignored here too (the
+/// setting survives exec), and then the command's status is lost; flock(1)
+/// resets it as well.
+pub(crate) fn default_sigchld() {
+    // SAFETY: restores the default disposition of one signal.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
 }
