@@ -161,17 +161,15 @@ impl Error {
 
 /// Maps an OS error to the case a caller should act on.
 fn classify(err: &io::Error) -> ErrorKind {
-    if let Some(code) = err.raw_os_error() {
-        match code {
-            libc::EACCES | libc::EPERM | libc::EROFS => return ErrorKind::PermissionDenied,
-            libc::ELOOP | libc::EISDIR | libc::ENOTDIR | libc::ENAMETOOLONG | libc::EINVAL => {
-                return ErrorKind::InvalidPath;
-            }
-            libc::ENOLCK | libc::ENOSYS | libc::EOPNOTSUPP => return ErrorKind::Unsupported,
-            libc::EDEADLK => return ErrorKind::Deadlock,
-            libc::EDQUOT => return ErrorKind::QuotaExceeded,
-            _ => {}
-        }
+    use crate::sys::Meaning;
+    if let Some(meaning) = crate::sys::meaning(err) {
+        return match meaning {
+            Meaning::Refused => ErrorKind::PermissionDenied,
+            Meaning::BadPath => ErrorKind::InvalidPath,
+            Meaning::NoLocks => ErrorKind::Unsupported,
+            Meaning::Deadlock => ErrorKind::Deadlock,
+            Meaning::Quota => ErrorKind::QuotaExceeded,
+        };
     }
     match err.kind() {
         // cap-std reports a path that escapes its directory this way.

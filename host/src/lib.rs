@@ -28,6 +28,25 @@
 //! # Ok::<(), wasmlock::Error>(())
 //! ```
 //!
+//! # Which lock do I want
+//!
+//! - Threads, or a plain program: [`FileLock::lock`] and friends; the
+//!   [`LockGuard`] stays on its thread.
+//! - Async code: [`FileLock::lock_async`] and friends; the
+//!   [`AsyncLockGuard`] is `Send` and may be held across `.await`.
+//! - A guard to store or move into a spawned task or thread:
+//!   [`FileLock::lock_owned`] / [`FileLock::lock_owned_async`] on an
+//!   `Arc<FileLock>` ([`OwnedLockGuard`], `Send + 'static`).
+//! - Many readers, one writer: the `_shared` methods; writers are not
+//!   starved.
+//! - Writing the locked file itself: [`FileLock::from_file`], then the
+//!   guard's `file()`.
+//! - Paths from someone you do not trust (a plugin, a request): a
+//!   [`LockDir`] keeps them inside one directory.
+//! - At most N at once: [`Semaphore`].
+//! - A file system without kernel locks, or Python's `SoftFileLock` on the
+//!   other side: [`FileLockBuilder::soft`].
+//!
 //! # WebAssembly
 //!
 //! With the `wasmtime` feature (on by default), `add_to_linker` gives WASI
@@ -46,8 +65,6 @@
 //!   `exec`, `status`, `break`, `completions`); it turns on wasmtime's
 //!   Cranelift compiler.
 //!
-//! Without default features the crate does not depend on wasmtime.
-//!
 //! # Semantics
 //!
 //! - **Waiting** is an explicit [`Wait`]: forever, try once, a timeout or a
@@ -57,10 +74,15 @@
 //!   served first-in first-out.
 //! - **Errors** have a [`kind`](Error::kind) from a closed set
 //!   ([`ErrorKind`]) and always name the lock path.
-//! - **Re-entrancy**: the owner (thread, or task for the async methods)
-//!   that holds a handle may lock it again; it counts, and must unlock as
-//!   often. Waiting forever for a lock the same owner holds through another
-//!   handle is a [`ErrorKind::Deadlock`] error, not a hang.
+//! - **A hold belongs to its guard.** Every acquisition returns a guard;
+//!   only the guard releases, and dropping it releases. Two acquisitions are
+//!   two holds and exclude each other — two threads, two tasks on one
+//!   thread, two futures joined in one task, one thread twice. Counted
+//!   re-entrancy (py-filelock's `with lock: with lock:`) is an opt-in per
+//!   handle ([`FileLockBuilder::reentrant`]), for threads only.
+//! - **Deadlocks**: a thread that would wait forever for a file it holds
+//!   with a [`LockGuard`] (which cannot leave the thread) gets
+//!   [`ErrorKind::Deadlock`] at once, not a hang.
 //! - **Shared locks** are fair to writers: a writer waiting behind a stream
 //!   of readers is not starved, across processes too (on Linux).
 //! - **Lock files** of OS locks are never deleted (deleting splits the lock),
@@ -86,14 +108,15 @@ mod owner;
 mod sandbox;
 mod semaphore;
 mod sys;
+mod target;
 mod wait;
 
 pub use error::{Error, ErrorKind, Result};
 pub use holder::Holder;
-pub use lock::{FileLock, FileLockBuilder, LockGuard};
+pub use lock::{AsyncLockGuard, FileLock, FileLockBuilder, LockGuard, OwnedLockGuard};
 pub(crate) use owner::Owner;
 pub use sandbox::LockDir;
-pub use semaphore::{Permit, Semaphore};
+pub use semaphore::{OwnedPermit, Permit, Semaphore};
 pub use wait::{Kind, Mode, Wait};
 
 #[cfg(feature = "wasmtime")]

@@ -1,10 +1,13 @@
 //! Who holds a lock inside this process.
 //!
-//! A lock handle counts re-entrant holds per owner: the thread for the sync
-//! API, the tokio task for the async API, the guest instance for WebAssembly.
+//! An owner names a hold: every guard is a fresh owner, so two acquisitions
+//! never share one. The exceptions count re-entry on purpose: a re-entrant
+//! handle's owner is the thread, and a guest instance (WIT 0.1.0) is one
+//! owner. The thread is also the *party* of a guard that cannot move, which
+//! is what deadlock detection looks for.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// An identity that can hold locks. Distinct owners exclude each other.
@@ -13,13 +16,10 @@ pub(crate) struct Owner(u64);
 
 static NEXT: AtomicU64 = AtomicU64::new(1);
 
-// Tagging keeps task hashes from ever colliding with counter-issued ids.
-const TASK_TAG: u64 = 1 << 63;
-
 impl Owner {
     /// A fresh owner that no one else has.
     pub(crate) fn unique() -> Owner {
-        Owner(NEXT.fetch_add(1, Ordering::Relaxed) & !TASK_TAG)
+        Owner(NEXT.fetch_add(1, Ordering::Relaxed))
     }
 
     /// The calling thread.
@@ -28,18 +28,6 @@ impl Owner {
             static ME: Owner = Owner::unique();
         }
         ME.with(|me| *me)
-    }
-
-    /// The calling tokio task, or the thread when not inside a task.
-    pub(crate) fn current_task() -> Owner {
-        match tokio::task::try_id() {
-            Some(id) => {
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                id.hash(&mut h);
-                Owner(h.finish() | TASK_TAG)
-            }
-            None => Owner::current_thread(),
-        }
     }
 }
 

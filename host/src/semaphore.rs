@@ -1,14 +1,16 @@
 //! A counting semaphore across processes: N slot files, each an OS lock.
 
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::manager::{Entry, HolderId, Pending};
-use crate::{Error, ErrorKind, FileLock, LockDir, Mode, Owner, Result, Wait};
+use cap_std::fs::Dir;
 
-static NEXT_SEMAPHORE: AtomicU64 = AtomicU64::new(1 << 48);
+use crate::lock::{Request, next_handle_id};
+use crate::manager::{Entry, HolderId, Pending};
+use crate::target::{Target, open_ambient_dir};
+use crate::{Error, ErrorKind, FileLock, Mode, Owner, Result, Wait};
 
 /// At most `slots` holders at once, across threads and processes — like
 /// portalocker's `BoundedSemaphore`, and with the same slot file names
@@ -38,12 +40,25 @@ pub struct Semaphore {
 
 impl Semaphore {
     /// A semaphore of `slots` permits named `name` in directory `dir`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidPath`] for a name that is not one file-name
+    /// component or for zero slots; I/O errors creating the directory.
     pub fn new(dir: impl AsRef<Path>, name: &str, slots: usize) -> Result<Semaphore> {
-        LockDir::open_ambient(dir)?.semaphore(name, slots)
+        let dir = dir.as_ref();
+        let root = Arc::new(open_ambient_dir(dir)?);
+        Semaphore::in_dir(&root, dir, name, slots)
     }
 
-    pub(crate) fn in_dir(dir: &LockDir, name: &str, slots: usize) -> Result<Semaphore> {
-        let display = dir.path().join(name);
+    /// A semaphore in a granted directory shown as `shown`.
+    pub(crate) fn in_dir(
+        dir: &Arc<Dir>,
+        shown: &Path,
+        name: &str,
+        slots: usize,
+    ) -> Result<Semaphore> {
+        let display = shown.join(name);
         if name.is_empty() || name.contains('/') || name.contains('\0') {
             return Err(Error::new(ErrorKind::InvalidPath, display)
                 .with_detail("a semaphore name is one non-empty file-name component"));
@@ -52,10 +67,14 @@ impl Semaphore {
             return Err(Error::new(ErrorKind::InvalidPath, display)
                 .with_detail("a semaphore needs at least one slot"));
         }
-        let id = NEXT_SEMAPHORE.fetch_add(1, Ordering::Relaxed);
+        let id = next_handle_id();
         let slots = (0..slots)
             .map(|n| {
-                let target = dir.target(format!("{name}.{n:02}.lock"))?;
+                let rel = format!("{name}.{n:02}.lock");
+                let target =
+                    Target::inside(dir, shown, Path::new(&rel)).map_err(|(kind, detail)| {
+                        Error::new(kind, shown.join(&rel)).with_detail(detail)
+                    })?;
                 Ok(FileLock::for_semaphore(target, id))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -93,17 +112,89 @@ impl Semaphore {
         self.acquire_with(Wait::Timeout(timeout))
     }
 
-    /// Takes a permit, waiting as `wait` says.
+    /// Takes a permit, waiting as `wait` says, blocking the thread.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::WouldBlock`] (try once) or [`ErrorKind::Timeout`] when
+    /// every slot stays taken; I/O errors opening a slot file.
+    ///
+    /// # Cancel safety
+    ///
+    /// Blocking: nothing to cancel.
     pub fn acquire_with(&self, wait: Wait) -> Result<Permit<'_>> {
+        let (slot, owner) = self.take(wait)?;
+        Ok(Permit::new(self, slot, owner))
+    }
+
+    /// Takes a permit that keeps the semaphore alive and can go anywhere
+    /// (`Send + 'static`), waiting as `wait` says.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use wasmlock::{Semaphore, Wait};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let sem = Arc::new(Semaphore::new(dir.path(), "pool", 1)?);
+    /// let permit = sem.acquire_owned(Wait::Forever)?;
+    /// std::thread::spawn(move || drop(permit)).join().unwrap();
+    /// assert_eq!(sem.available()?, 1);
+    /// # Ok::<(), wasmlock::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`acquire_with`](Self::acquire_with).
+    ///
+    /// # Cancel safety
+    ///
+    /// Blocking: nothing to cancel.
+    pub fn acquire_owned(self: &Arc<Self>, wait: Wait) -> Result<OwnedPermit> {
+        let (slot, owner) = self.take(wait)?;
+        Ok(OwnedPermit::new(self.clone(), slot, owner))
+    }
+
+    /// Async [`acquire_owned`](Self::acquire_owned).
+    ///
+    /// # Errors
+    ///
+    /// As for [`acquire_with`](Self::acquire_with).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future leaves every slot's queue, and a
+    /// slot granted to it in the meantime is passed on.
+    pub async fn acquire_owned_async(self: &Arc<Self>, wait: Wait) -> Result<OwnedPermit> {
+        let (slot, owner) = self.take_async(wait).await?;
+        Ok(OwnedPermit::new(self.clone(), slot, owner))
+    }
+
+    /// A free slot and the owner of its hold, waiting on the thread.
+    fn take(&self, wait: Wait) -> Result<(usize, Owner)> {
         let owner = Owner::unique();
         let deadline = wait.deadline();
         loop {
             let (entries, pending) = match self.step(owner, wait)? {
-                Step::Done(p) => return Ok(p),
+                Step::Done(slot) => return Ok((slot, owner)),
                 Step::Wait(entries, pending) => (entries, pending),
             };
-            if let Some(p) = self.settled(owner, &entries, pending.wait(deadline))? {
-                return Ok(p);
+            if let Some(slot) = self.settled(owner, &entries, pending.wait(deadline))? {
+                return Ok((slot, owner));
+            }
+        }
+    }
+
+    /// [`take`](Self::take) without blocking a thread.
+    async fn take_async(&self, wait: Wait) -> Result<(usize, Owner)> {
+        let owner = Owner::unique();
+        let deadline = wait.deadline();
+        loop {
+            let (entries, pending) = match self.step(owner, wait)? {
+                Step::Done(slot) => return Ok((slot, owner)),
+                Step::Wait(entries, pending) => (entries, pending),
+            };
+            let settled = pending.into_future(deadline).await;
+            if let Some(slot) = self.settled(owner, &entries, settled)? {
+                return Ok((slot, owner));
             }
         }
     }
@@ -120,60 +211,44 @@ impl Semaphore {
     /// drop(permit);
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`acquire_with`](Self::acquire_with).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`acquire_owned_async`](Self::acquire_owned_async).
     pub async fn acquire_async(&self, wait: Wait) -> Result<Permit<'_>> {
-        let owner = Owner::unique();
-        let deadline = wait.deadline();
-        loop {
-            let (entries, pending) = match self.step(owner, wait)? {
-                Step::Done(p) => return Ok(p),
-                Step::Wait(entries, pending) => (entries, pending),
-            };
-            let settled = pending.into_future(deadline).await;
-            if let Some(p) = self.settled(owner, &entries, settled)? {
-                return Ok(p);
-            }
-        }
+        let (slot, owner) = self.take_async(wait).await?;
+        Ok(Permit::new(self, slot, owner))
     }
 
     /// Tries every slot; if all are taken, queues on all of them at once.
-    fn step(&self, owner: Owner, wait: Wait) -> Result<Step<'_>> {
-        if let Some(p) = self.try_each(owner)? {
-            return Ok(Step::Done(p));
+    fn step(&self, owner: Owner, wait: Wait) -> Result<Step> {
+        if let Some(slot) = self.try_each(owner)? {
+            return Ok(Step::Done(slot));
         }
         let entries = self.entries(wait)?;
         let pending = Pending::start(entries.clone(), Mode::Exclusive, self.holder(owner));
         Ok(Step::Wait(entries, pending))
     }
 
-    /// A permit as (slot, owner), for holders that cannot keep a borrow
-    /// (guest resources); give it back with [`release_raw`](Self::release_raw).
-    #[cfg_attr(not(feature = "wasmtime"), allow(dead_code))]
-    pub(crate) async fn acquire_raw_async(&self, wait: Wait) -> Result<(usize, Owner)> {
-        let permit = self.acquire_async(wait).await?;
-        let raw = (permit.slot, permit.owner);
-        std::mem::forget(permit);
-        Ok(raw)
-    }
-
-    #[cfg_attr(not(feature = "wasmtime"), allow(dead_code))]
-    pub(crate) fn release_raw(&self, slot: usize, owner: Owner) -> Result<()> {
-        self.slots[slot].release(owner)
-    }
-
     fn holder(&self, owner: Owner) -> HolderId {
         HolderId {
             handle: self.id,
             owner,
+            party: None,
         }
     }
 
-    fn try_each(&self, owner: Owner) -> Result<Option<Permit<'_>>> {
+    fn try_each(&self, owner: Owner) -> Result<Option<usize>> {
         for (n, slot) in self.slots.iter().enumerate() {
             let entry = slot.entry()?;
             if entry.try_acquire(self.holder(owner), Mode::Exclusive)?
-                && slot.complete(owner, Mode::Exclusive, &entry)?
+                && slot.complete(Request::new(owner, Mode::Exclusive), &entry)?
             {
-                return Ok(Some(Permit::new(self, n, owner)));
+                return Ok(Some(n));
             }
         }
         Ok(None)
@@ -194,11 +269,11 @@ impl Semaphore {
         owner: Owner,
         entries: &[Arc<Entry>],
         settled: std::result::Result<usize, Option<Error>>,
-    ) -> Result<Option<Permit<'_>>> {
+    ) -> Result<Option<usize>> {
         match settled {
             Ok(n) => Ok(self.slots[n]
-                .complete(owner, Mode::Exclusive, &entries[n])?
-                .then(|| Permit::new(self, n, owner))),
+                .complete(Request::new(owner, Mode::Exclusive), &entries[n])?
+                .then_some(n)),
             Err(Some(e)) => Err(e),
             Err(None) => Err(Error::new(ErrorKind::Timeout, &self.display)
                 .with_detail("no slot became free in time")),
@@ -206,24 +281,23 @@ impl Semaphore {
     }
 }
 
-enum Step<'a> {
-    Done(Permit<'a>),
+enum Step {
+    Done(usize),
     Wait(Vec<Arc<Entry>>, Pending),
 }
 
-/// One permit of a [`Semaphore`]; gives the slot back when dropped.
-#[must_use = "the permit is returned when dropped"]
+/// One slot held, through a borrowed or an owned semaphore.
 #[derive(Debug)]
-pub struct Permit<'a> {
-    sem: &'a Semaphore,
+struct SlotHold<S: Deref<Target = Semaphore>> {
+    sem: S,
     slot: usize,
     owner: Owner,
     released: bool,
 }
 
-impl<'a> Permit<'a> {
-    fn new(sem: &'a Semaphore, slot: usize, owner: Owner) -> Self {
-        Permit {
+impl<S: Deref<Target = Semaphore>> SlotHold<S> {
+    fn new(sem: S, slot: usize, owner: Owner) -> Self {
+        SlotHold {
             sem,
             slot,
             owner,
@@ -231,24 +305,69 @@ impl<'a> Permit<'a> {
         }
     }
 
-    /// Which slot this permit holds (0-based).
-    pub fn slot(&self) -> usize {
-        self.slot
-    }
-
-    /// Returns the permit now and reports any error.
-    pub fn release(mut self) -> Result<()> {
+    fn release(&mut self) -> Result<()> {
         self.released = true;
         self.sem.slots[self.slot].release(self.owner)
     }
 }
 
-impl Drop for Permit<'_> {
+impl<S: Deref<Target = Semaphore>> Drop for SlotHold<S> {
     fn drop(&mut self) {
         if !self.released
             && let Err(e) = self.sem.slots[self.slot].release(self.owner)
         {
             tracing::warn!(error = %e, "returning a semaphore permit failed");
         }
+    }
+}
+
+/// One permit of a [`Semaphore`]; gives the slot back when dropped.
+#[must_use = "the permit is returned when dropped"]
+#[derive(Debug)]
+pub struct Permit<'a> {
+    hold: SlotHold<&'a Semaphore>,
+}
+
+impl<'a> Permit<'a> {
+    fn new(sem: &'a Semaphore, slot: usize, owner: Owner) -> Self {
+        Permit {
+            hold: SlotHold::new(sem, slot, owner),
+        }
+    }
+
+    /// Which slot this permit holds (0-based).
+    pub fn slot(&self) -> usize {
+        self.hold.slot
+    }
+
+    /// Returns the permit now and reports any error.
+    pub fn release(mut self) -> Result<()> {
+        self.hold.release()
+    }
+}
+
+/// A permit that owns its semaphore (an `Arc<Semaphore>`): `Send +
+/// 'static`. Gives the slot back when dropped.
+#[must_use = "the permit is returned when dropped"]
+#[derive(Debug)]
+pub struct OwnedPermit {
+    hold: SlotHold<Arc<Semaphore>>,
+}
+
+impl OwnedPermit {
+    fn new(sem: Arc<Semaphore>, slot: usize, owner: Owner) -> Self {
+        OwnedPermit {
+            hold: SlotHold::new(sem, slot, owner),
+        }
+    }
+
+    /// Which slot this permit holds (0-based).
+    pub fn slot(&self) -> usize {
+        self.hold.slot
+    }
+
+    /// Returns the permit now and reports any error.
+    pub fn release(mut self) -> Result<()> {
+        self.hold.release()
     }
 }

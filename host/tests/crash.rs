@@ -159,10 +159,10 @@ fn breakers_killed_at_random_moments_lose_and_duplicate_nothing() {
     let t = Instant::now();
     let g = lock.lock_timeout(Duration::from_secs(1)).unwrap();
     let took = t.elapsed();
-    let inside = Witness::new(&witness).enter(wasmlock::Mode::Exclusive);
-    drop(inside);
+    // Entering fails on any live process still inside; dead ones' entries
+    // are what the kills may leave.
+    drop(Witness::new(&witness).enter(wasmlock::Mode::Exclusive));
     drop(g);
-    assert!(Witness::new(&witness).is_empty());
     assert!(
         names(&locks).is_empty(),
         "no marker is left or duplicated: {:?}",

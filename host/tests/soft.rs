@@ -77,8 +77,15 @@ fn a_recycled_pid_is_stale_but_a_matching_token_is_live() {
     let ours = std::fs::read_to_string(&path).unwrap();
     drop(g);
     let lines: Vec<&str> = ours.lines().collect();
-    // A live pid (ours) with the start token of some earlier process.
-    let token: u128 = lines[2].parse::<u128>().unwrap_or(1) ^ 1;
+    // The token is boot id × 2^64 + start time, in decimal (192 bits): it
+    // must carry a boot id, or this would test the missing-boot-id path.
+    assert!(
+        lines[2].len() > 20,
+        "no boot id in the token {:?}",
+        lines[2]
+    );
+    // A live pid (ours), same boot, started one tick later: a recycled pid.
+    let token = decimal_plus_one(lines[2]);
     std::fs::write(&path, format!("{}\n{}\n{token}\n", lines[0], lines[1])).unwrap();
     let other = soft(&path);
     let g = other
@@ -90,6 +97,30 @@ fn a_recycled_pid_is_stale_but_a_matching_token_is_live() {
     assert_eq!(other.try_lock().unwrap_err().kind(), ErrorKind::WouldBlock);
     assert!(other.is_locked().unwrap());
     std::fs::remove_file(&path).unwrap();
+}
+
+/// `n + 1` for a decimal string (the start-time part never overflows).
+fn decimal_plus_one(n: &str) -> String {
+    let mut digits: Vec<u8> = n.bytes().collect();
+    for d in digits.iter_mut().rev() {
+        if *d == b'9' {
+            *d = b'0';
+        } else {
+            *d += 1;
+            return String::from_utf8(digits).unwrap();
+        }
+    }
+    format!("1{}", String::from_utf8(digits).unwrap())
+}
+
+#[test]
+fn decimal_plus_one_carries() {
+    assert_eq!(
+        decimal_plus_one("18446744073709551623"),
+        "18446744073709551624"
+    );
+    assert_eq!(decimal_plus_one("199"), "200");
+    assert_eq!(decimal_plus_one("99"), "100");
 }
 
 #[test]

@@ -28,32 +28,55 @@ fn free_elsewhere(path: &std::path::Path) -> bool {
 fn reentrant_holds_count_up_and_down() {
     let dir = tmp();
     let path = dir.path().join("nest.lock");
-    let lock = FileLock::new(&path).unwrap();
+    let lock = FileLock::builder(&path).reentrant().build().unwrap();
     let g1 = lock.lock().unwrap();
     let g2 = lock.try_lock().unwrap();
     let g3 = lock.lock_timeout(SHORT).unwrap();
-    assert_eq!(lock.hold_count(), 3);
+    let g4 = lock.lock_shared().unwrap();
+    assert_eq!(lock.hold_count(), 4);
     drop(g3);
     drop(g2);
+    drop(g4);
     assert_eq!(lock.hold_count(), 1);
     assert!(!free_elsewhere(&path), "one hold left keeps it locked");
+    // Another thread is another owner: it does not re-enter.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            assert_eq!(lock.try_lock().unwrap_err().kind(), ErrorKind::WouldBlock);
+            assert_eq!(lock.hold_count(), 0);
+        });
+    });
     drop(g1);
     assert_eq!(lock.hold_count(), 0);
     assert!(free_elsewhere(&path));
 }
 
 #[test]
-fn force_unlock_drops_every_hold() {
+fn a_plain_handle_is_not_reentrant_two_acquisitions_are_two_holds() {
     let dir = tmp();
-    let path = dir.path().join("force.lock");
+    let path = dir.path().join("plain.lock");
     let lock = FileLock::new(&path).unwrap();
-    for _ in 0..5 {
-        std::mem::forget(lock.lock().unwrap());
-    }
-    assert_eq!(lock.force_unlock().unwrap(), 5);
+    let g = lock.lock().unwrap();
+    assert_eq!(lock.try_lock().unwrap_err().kind(), ErrorKind::WouldBlock);
+    assert_eq!(
+        lock.lock_timeout(SHORT).unwrap_err().kind(),
+        ErrorKind::Timeout
+    );
+    // Waiting forever for its own guard would never end: refused at once.
+    let t = Instant::now();
+    assert_eq!(lock.lock().unwrap_err().kind(), ErrorKind::Deadlock);
+    assert!(t.elapsed() < Duration::from_secs(1));
+    assert_eq!(lock.hold_count(), 1);
+    drop(g);
     assert_eq!(lock.hold_count(), 0);
+    // Two shared guards of one thread are two holds; both must go.
+    let r1 = lock.lock_shared().unwrap();
+    let r2 = lock.lock_shared().unwrap();
+    assert_eq!(lock.hold_count(), 2);
+    drop(r1);
+    assert!(!free_elsewhere(&path), "the second reader still holds it");
+    drop(r2);
     assert!(free_elsewhere(&path));
-    assert_eq!(lock.force_unlock().unwrap(), 0);
 }
 
 #[test]
@@ -178,23 +201,6 @@ fn dropping_the_handle_releases_forgotten_guards() {
 }
 
 #[test]
-fn unlock_reports_not_held_and_not_owner() {
-    let dir = tmp();
-    let lock = FileLock::new(dir.path().join("owner.lock")).unwrap();
-    assert_eq!(lock.unlock().unwrap_err().kind(), ErrorKind::NotHeld);
-    let g = lock.lock().unwrap();
-    std::thread::scope(|s| {
-        s.spawn(|| assert_eq!(lock.unlock().unwrap_err().kind(), ErrorKind::NotOwner));
-    });
-    assert_eq!(
-        lock.hold_count(),
-        1,
-        "another thread could not release ours"
-    );
-    g.unlock().unwrap();
-}
-
-#[test]
 fn waiting_forever_on_a_lock_this_thread_holds_is_a_deadlock_error() {
     let dir = tmp();
     let path = dir.path().join("dl.lock");
@@ -251,7 +257,10 @@ fn shared_holders_coexist_and_keep_writers_out() {
 #[test]
 fn upgrade_is_refused_and_downgrade_counts() {
     let dir = tmp();
-    let lock = FileLock::new(dir.path().join("up.lock")).unwrap();
+    let lock = FileLock::builder(dir.path().join("up.lock"))
+        .reentrant()
+        .build()
+        .unwrap();
     let r = lock.lock_shared().unwrap();
     let e = lock.lock().unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Deadlock);
@@ -415,11 +424,7 @@ fn waiting_threads() -> usize {
 fn many_async_waiters_use_no_thread_each_and_all_get_the_lock() {
     let dir = tmp();
     let path = dir.path().join("many.lock");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = two_workers();
     // Held by "another process": a separate handle on a plain thread, so the
     // waiters queue on the process's in-process lock.
     let holder = FileLock::new(&path).unwrap();
@@ -455,11 +460,7 @@ fn many_async_waiters_use_no_thread_each_and_all_get_the_lock() {
 fn dropping_or_timing_out_async_waits_never_leaks_the_lock() {
     let dir = tmp();
     let path = dir.path().join("cancel.lock");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = two_workers();
     let lock = Arc::new(FileLock::new(&path).unwrap());
     rt.block_on(async {
         // A task that keeps taking and giving back the lock...
@@ -505,11 +506,7 @@ fn async_tasks_are_owners_and_exclude_each_other() {
     let counter = dir.path().join("counter");
     std::fs::write(&counter, "0").unwrap();
     let lock = Arc::new(FileLock::new(dir.path().join("tasks.lock")).unwrap());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = two_workers();
     rt.block_on(async {
         let tasks: Vec<_> = (0..16)
             .map(|_| {

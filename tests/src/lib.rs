@@ -29,6 +29,10 @@ pub fn bump(counter: &Path) -> std::io::Result<()> {
     std::fs::write(counter, format!("{}\n", n + 1))
 }
 
+#[path = "../../host/tests/common/ci.rs"]
+mod ci;
+pub use ci::{in_ci, require};
+
 /// A binary of this workspace's build (`wasmlock`, `wasmlock-counter`, ...),
 /// next to the test executables. `None` (with a note) when it was not built,
 /// which only `cargo test --workspace` guarantees; in CI that is a failure.
@@ -42,7 +46,7 @@ pub fn workspace_binary(name: &str) -> Option<PathBuf> {
     if bin.is_some() {
         return bin;
     }
-    if std::env::var_os("CI").is_some() {
+    if in_ci() {
         panic!(
             "{name} missing next to {}: run `cargo test --workspace`",
             exe.display()
@@ -105,11 +109,43 @@ impl Outcome {
 
     /// The results of all steps, in order.
     pub fn results(&self) -> Vec<&str> {
+        self.ran().into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// Every step that ran, with its result.
+    pub fn ran(&self) -> Vec<(&str, &str)> {
         self.stdout
             .lines()
-            .filter_map(|l| l.split_once(" => ").map(|(_, r)| r))
+            .filter_map(|l| l.split_once(" => "))
             .collect()
     }
+
+    /// Checks that the guest ran the whole script, each step with the
+    /// result written next to it: exactly, or as the first words of it
+    /// (`err WouldBlock` matches `err WouldBlock held by pid 7`).
+    pub fn check(&self, script: &Script<'_>) {
+        let ran = self.ran();
+        for (i, &(step, want)) in script.iter().enumerate() {
+            let Some(&(done, got)) = ran.get(i) else {
+                panic!("step {i} {step:?} did not run:\n{}", self.stdout);
+            };
+            assert_eq!(done, step, "step {i} ran out of order:\n{}", self.stdout);
+            assert!(
+                got == want || got.starts_with(&format!("{want} ")),
+                "step {i} {step:?}: expected {want:?}, got {got:?}\n{}",
+                self.stdout
+            );
+        }
+        assert_eq!(ran.len(), script.len(), "more steps ran:\n{}", self.stdout);
+    }
+}
+
+/// A probe script: each step next to the result it must give.
+pub type Script<'a> = [(&'a str, &'a str)];
+
+/// The steps of a script, for [`Guest::new`].
+pub fn steps<'a>(script: &Script<'a>) -> Vec<&'a str> {
+    script.iter().map(|&(step, _)| step).collect()
 }
 
 impl Runtime {

@@ -9,14 +9,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use wasmlock::FileLock;
-use wasmlock_tests::{COUNTER_PLUGIN, Guest, Runtime, bump, workspace_binary};
+use wasmlock_tests::{COUNTER_PLUGIN, Guest, Runtime, bump, require, workspace_binary};
 
 fn have_flock() -> bool {
-    let ok = Command::new("flock").arg("--version").output().is_ok();
-    if !ok && std::env::var_os("CI").is_some() {
-        panic!("flock(1) is required in CI");
-    }
-    ok
+    require(
+        Command::new("flock").arg("--version").output().is_ok(),
+        "flock(1)",
+    )
 }
 
 /// A shell loop that bumps the counter `n` times, each time under

@@ -3,12 +3,25 @@
 //! calls it only when the process as a whole gains or loses the lock.
 
 pub(crate) mod marker;
+mod open;
 pub(crate) mod os;
 pub(crate) mod soft;
 
+use std::ffi::OsString;
 use std::path::Path;
 
+pub(crate) use open::{open_file, open_path};
+
 use crate::{Holder, Mode, Result};
+
+/// What identifies a lock within the process.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Key {
+    /// An OS lock on the file (device, inode).
+    Os(u64, u64),
+    /// A soft lock: the marker name in the directory (device, inode).
+    Soft(u64, u64, OsString),
+}
 
 /// One lock file as seen by one process.
 pub(crate) trait Backend: Send + Sync + 'static {

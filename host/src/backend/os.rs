@@ -1,7 +1,10 @@
 //! Kernel advisory locks (`flock`) on a lock file that is never deleted.
 
+use std::ffi::CStr;
 use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use super::Backend;
 use crate::sys::{self, Turnstile};
@@ -26,6 +29,14 @@ impl OsBackend {
     fn err(&self, e: std::io::Error) -> Error {
         Error::from_io(e, &self.path)
     }
+
+    fn leave_turnstile(&self) -> std::io::Result<()> {
+        #[cfg(test)]
+        if INJECT_LEAVE_FAILURE.with(|e| e.get()) {
+            return Err(std::io::Error::other("injected turnstile failure"));
+        }
+        Turnstile::leave(&self.file)
+    }
 }
 
 #[cfg(test)]
@@ -33,6 +44,8 @@ thread_local! {
     /// Makes `try_acquire` fail with this errno, as a file system without
     /// kernel locks would (there is no such file system to mount here).
     pub(crate) static INJECT_ERRNO: std::cell::Cell<Option<i32>> = const { std::cell::Cell::new(None) };
+    /// Makes leaving the turnstile fail.
+    static INJECT_LEAVE_FAILURE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 impl Backend for OsBackend {
@@ -56,8 +69,15 @@ impl Backend for OsBackend {
             Turnstile::enter(&self.file, mode).map_err(|e| self.err(e))?;
         }
         let got = sys::flock_wait(&self.file, mode);
-        if self.turnstile {
-            Turnstile::leave(&self.file).map_err(|e| self.err(e))?;
+        if self.turnstile
+            && let Err(e) = self.leave_turnstile()
+        {
+            // Nobody will record a lock reported as failed: give it back
+            // rather than hold it until the process exits.
+            if got.is_ok() {
+                let _ = sys::flock_release(&self.file);
+            }
+            return Err(self.err(e));
         }
         got.map_err(|e| self.err(e))?;
         Ok(true)
@@ -107,5 +127,92 @@ impl Backend for OsBackend {
         Err(Error::new(ErrorKind::Unsupported, &self.path).with_detail(
             "an OS lock is freed by the kernel when its holder exits; it cannot be broken",
         ))
+    }
+}
+
+/// The check that a lock path still names the open lock file it locked.
+pub(crate) struct PathCheck<'a> {
+    pub(crate) file: &'a File,
+    /// The locked file (device, inode).
+    pub(crate) key: (u64, u64),
+    pub(crate) parent: &'a OwnedFd,
+    pub(crate) name: &'a CStr,
+}
+
+impl PathCheck<'_> {
+    /// Whether the path still names the file.
+    ///
+    /// A full check (`lstat` of the name) costs more than the lock itself, so
+    /// it runs only when the file's change time moved since the last one
+    /// (`verified`): an `fstat` of the open file shows an unlink or a rename
+    /// over it (no links left) and any other rename (it changes the change
+    /// time) at once. See [`trustworthy`] for the change times that cannot
+    /// vouch for that.
+    pub(crate) fn still_named(&self, verified: &mut Option<i128>) -> std::io::Result<bool> {
+        let st = sys::fstat(self.file)?;
+        if st.nlink == 0 {
+            return Ok(false);
+        }
+        if *verified == Some(st.ctime_ns) {
+            return Ok(true);
+        }
+        let current = match sys::lstat_at(self.parent.as_fd(), self.name) {
+            Ok(named) => named.key() == self.key,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e),
+        };
+        *verified = (current && trustworthy(st.ctime_ns)).then_some(st.ctime_ns);
+        Ok(current)
+    }
+}
+
+/// How old a change time must be before it is trusted to move on the next
+/// change: far more than the timestamp granularity of a file system with
+/// fine timestamps (a clock tick).
+const SETTLED: Duration = Duration::from_millis(100);
+
+/// Whether a change time (nanoseconds since the epoch) will surely differ
+/// after the file's next change, so that an unchanged one vouches for the
+/// path. A change within the same clock tick would leave it as it is: it
+/// must be older than [`SETTLED`]. And file systems that keep whole seconds
+/// (ext4 with small inodes, FAT, many FUSE and NFS servers) betray it with a
+/// zero fraction: their files are checked in full every time.
+fn trustworthy(ctime_ns: i128) -> bool {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128);
+    ctime_ns % 1_000_000_000 != 0 && now - ctime_ns > SETTLED.as_nanos() as i128
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_turnstile_exit_does_not_keep_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.lock");
+        let open = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .unwrap()
+        };
+        let backend = OsBackend::new(open(), path.clone());
+        assert!(backend.turnstile, "the test needs a turnstile");
+        INJECT_LEAVE_FAILURE.with(|e| e.set(true));
+        let err = backend.acquire_blocking(Mode::Exclusive, &|| true);
+        INJECT_LEAVE_FAILURE.with(|e| e.set(false));
+        assert!(err.is_err(), "the injected failure is reported");
+        // The failure was reported, so no one recorded the lock: another
+        // open file must be able to take it.
+        let other = open();
+        assert!(
+            sys::flock_try(&other, Mode::Exclusive).unwrap(),
+            "the flock stayed held after a reported failure"
+        );
     }
 }

@@ -110,7 +110,7 @@ impl SoftBackend {
         let dir = self.dir.as_fd();
         let mut file = match sys::open_at(dir, &self.name, Create::New, self.mode) {
             Ok(f) => f,
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Ok(false),
+            Err(e) if sys::is_exists(&e) => return Ok(false),
             Err(e) => return Err(self.err(e)),
         };
         let written = sys::fstat(&file).and_then(|st| {
@@ -161,13 +161,13 @@ impl SoftBackend {
         }
         // For writing where we may (never written): on NFS, where `flock` is
         // a record lock, the breakers' turns (see `take_over`) need it.
-        let opened =
-            sys::open_at(dir, name, Create::Existing, 0).or_else(|e| match e.raw_os_error() {
-                Some(libc::EACCES | libc::EPERM | libc::EROFS) => {
-                    sys::open_at(dir, name, Create::ReadOnly, 0)
-                }
-                _ => Err(e),
-            });
+        let opened = sys::open_at(dir, name, Create::Existing, 0).or_else(|e| {
+            if sys::is_refusal(&e) {
+                sys::open_at(dir, name, Create::ReadOnly, 0)
+            } else {
+                Err(e)
+            }
+        });
         let mut file = match opened {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),

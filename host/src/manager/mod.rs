@@ -15,26 +15,18 @@ pub(crate) use waiter::Pending;
 use waiter::Waiter;
 
 use std::collections::{HashMap, VecDeque};
-use std::ffi::OsString;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Key};
 use crate::{Error, ErrorKind, Mode, Owner, Result};
 
-/// What identifies a lock within the process.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum Key {
-    /// An OS lock on the file (device, inode).
-    Os(u64, u64),
-    /// A soft lock: the marker name in the directory (device, inode).
-    Soft(u64, u64, OsString),
-}
-
-/// One hold in the manager's books: a handle, and the owner using it.
+/// One hold in the manager's books: a handle, the owner using it, and who
+/// cannot go on while it lasts (see `Request::party`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct HolderId {
     pub handle: u64,
     pub owner: Owner,
+    pub party: Option<Owner>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -130,14 +122,9 @@ impl Entry {
         Ok(took)
     }
 
-    /// Whether `owner` holds this lock through another handle in a way that
-    /// a request in `mode` would wait for forever.
-    pub(crate) fn would_deadlock(&self, id: HolderId, mode: Mode) -> bool {
-        self.state().holds.iter().any(|h| {
-            h.id.owner == id.owner
-                && h.id.handle != id.handle
-                && !(h.mode == Mode::Shared && mode == Mode::Shared)
-        })
+    /// Whether `party` holds this lock, through any handle.
+    pub(crate) fn held_by_party(&self, party: Owner) -> bool {
+        self.state().holds.iter().any(|h| h.id.party == Some(party))
     }
 
     /// Whether anyone in this process holds the lock.

@@ -11,6 +11,7 @@ use wasmtime_wasi::filesystem::Descriptor;
 use super::WasmLockCtxView;
 use super::bindings::wasmlock::lock::{locks, types};
 use super::resources::{GuestLock, GuestPermit, GuestSemaphore, PendingAcquire};
+use crate::lock::Request;
 use crate::{Error, ErrorKind, FileLock, Holder, Kind, LockDir, Mode, Wait};
 
 type WitResult<T> = wasmtime::Result<Result<T, types::Error>>;
@@ -177,21 +178,20 @@ impl locks::HostLock for WasmLockCtxView<'_> {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };
-        if w == Wait::Forever && lock.would_deadlock(owner, m).unwrap_or(false) {
-            return Ok(Err(types::Error::Deadlock));
-        }
+        // The guest is the party that waits: it cannot release what it
+        // holds while this call lasts.
+        let req = Request::new(owner, m).held_by(owner).blocking(owner, w);
         let w = self.ctx.limits.clamp(w);
         let acquired = match self.ctx.limits.slow_wait() {
             Some((after, report)) => {
                 let path = lock.path().to_path_buf();
                 let on_wait = move |h| report(&path, h);
-                lock.acquire_reporting_async(owner, m, w, after, on_wait)
-                    .await
+                lock.acquire_reporting_async(req, w, after, on_wait).await
             }
-            None => lock.acquire_async(owner, m, w).await,
+            None => lock.acquire_async(req, w).await,
         };
         Ok(match acquired {
-            Ok(()) => {
+            Ok(_) => {
                 if let Some(slot) = reserved {
                     *held.lock().unwrap() = Some(slot);
                 }
@@ -212,14 +212,19 @@ impl locks::HostLock for WasmLockCtxView<'_> {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };
-        let m = mode(m);
-        if lock.would_deadlock(owner, m).unwrap_or(false) {
-            return Ok(Err(types::Error::Deadlock));
-        }
+        let req = Request::new(owner, mode(m))
+            .held_by(owner)
+            .blocking(owner, Wait::Forever);
         let w = self.ctx.limits.clamp(Wait::Forever);
         let fut_lock = lock.clone();
-        let future = Box::pin(async move { fut_lock.acquire_async(owner, m, w).await });
+        let future = Box::pin(async move { fut_lock.acquire_async(req, w).await.map(drop) });
         let pending = PendingAcquire::new(lock, owner, future, reserved, held);
+        // A wait that could never end is refused now, not handed out.
+        if let Some(Err(e)) = pending.outcome()
+            && e.kind() == ErrorKind::Deadlock
+        {
+            return Ok(Err(types::Error::Deadlock));
+        }
         Ok(Ok(self.table.push(pending)?))
     }
 
@@ -350,14 +355,12 @@ impl locks::HostSemaphore for WasmLockCtxView<'_> {
             return Ok(Err(types::Error::QuotaExceeded));
         };
         let w = self.ctx.limits.clamp(wait(w));
-        let (slot, owner) = match sem.acquire_raw_async(w).await {
-            Ok(raw) => raw,
+        let permit = match sem.acquire_owned_async(w).await {
+            Ok(permit) => permit,
             Err(e) => return Ok(Err(to_wit(&e))),
         };
         let permit = GuestPermit {
-            sem,
-            slot,
-            owner,
+            permit,
             _held: held,
         };
         Ok(Ok(self.table.push(permit)?))
@@ -376,7 +379,7 @@ impl locks::HostSemaphore for WasmLockCtxView<'_> {
 
 impl locks::HostPermit for WasmLockCtxView<'_> {
     async fn slot(&mut self, this: Resource<GuestPermit>) -> wasmtime::Result<u32> {
-        Ok(self.table.get(&this)?.slot as u32)
+        Ok(self.table.get(&this)?.permit.slot() as u32)
     }
 
     async fn drop(&mut self, this: Resource<GuestPermit>) -> wasmtime::Result<()> {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use super::ctx::Slot;
-use crate::{FileLock, Owner, Result, Semaphore};
+use crate::{FileLock, OwnedPermit, Owner, Result, Semaphore};
 
 /// A guest's lock handle.
 #[derive(Debug)]
@@ -95,6 +95,11 @@ impl PendingAcquire {
         }
     }
 
+    /// The outcome so far, without advancing or handing anything over.
+    pub(crate) fn outcome(&self) -> Option<&Result<()>> {
+        self.outcome.as_ref()
+    }
+
     /// The outcome, if there is one yet; marks a success as handed over.
     pub(crate) fn finish(&mut self) -> Option<Result<()>> {
         self.poll_now();
@@ -133,17 +138,9 @@ pub struct GuestSemaphore {
     pub(crate) _handle: Slot,
 }
 
-/// A guest's semaphore permit.
+/// A guest's semaphore permit; the slot goes back when the guest drops it.
 #[derive(Debug)]
 pub struct GuestPermit {
-    pub(crate) sem: Arc<Semaphore>,
-    pub(crate) slot: usize,
-    pub(crate) owner: Owner,
+    pub(crate) permit: OwnedPermit,
     pub(crate) _held: Slot,
-}
-
-impl Drop for GuestPermit {
-    fn drop(&mut self) {
-        let _ = self.sem.release_raw(self.slot, self.owner);
-    }
 }

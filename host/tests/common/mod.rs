@@ -521,25 +521,21 @@ pub fn read_counter(counter: &Path) -> u64 {
         .unwrap()
 }
 
+/// A tokio runtime with two worker threads, everything enabled.
+pub fn two_workers() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 pub const SHORT: Duration = Duration::from_millis(100);
 pub const LONG: Duration = Duration::from_secs(20);
 
-/// Whether we run in CI, where a missing interop tool is a failure.
-pub fn in_ci() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
-}
-
-/// Skips (locally) or fails (in CI) when an interop tool is missing.
-pub fn require(tool_ok: bool, what: &str) -> bool {
-    if tool_ok {
-        return true;
-    }
-    if in_ci() {
-        panic!("{what} is required in CI but missing");
-    }
-    eprintln!("SKIPPED: {what} is not available here");
-    false
-}
+mod ci;
+#[allow(unused_imports)] // not every test binary needs them
+pub use ci::{in_ci, require};
 
 /// Cases per property test: `PROPTEST_CASES` if set (CI runs more),
 /// else `default`.

@@ -5,10 +5,11 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use fs4::FileExt;
-use wasmlock::FileLock;
+use wasmlock::{FileLock, OwnedLockGuard};
 
 use super::{Figure, Report, Result, Sizes, now_ns, scratch, spawn_child};
 
@@ -23,7 +24,7 @@ const BLOCKS: u32 = 4;
 enum Locker {
     /// `flock` through fs4 on a file opened once: the physical limit.
     Raw(File),
-    Lock(Box<FileLock>),
+    Lock(Arc<FileLock>, Option<OwnedLockGuard>),
 }
 
 impl Locker {
@@ -36,25 +37,24 @@ impl Locker {
                     .write(true)
                     .open(path)?,
             ),
-            "os" => Locker::Lock(Box::new(FileLock::new(path)?)),
-            "soft" => Locker::Lock(Box::new(FileLock::builder(path).soft().build()?)),
+            "os" => Locker::Lock(Arc::new(FileLock::new(path)?), None),
+            "soft" => Locker::Lock(Arc::new(FileLock::builder(path).soft().build()?), None),
             other => return Err(format!("unknown variant {other:?}").into()),
         })
     }
 
-    fn lock(&self) -> Result<()> {
+    fn lock(&mut self) -> Result<()> {
         match self {
             Locker::Raw(f) => FileExt::lock(f)?,
-            // The hold is released by `unlock`, not by a guard's drop.
-            Locker::Lock(l) => std::mem::forget(l.lock()?),
+            Locker::Lock(l, held) => *held = Some(l.lock_owned()?),
         }
         Ok(())
     }
 
-    fn unlock(&self) -> Result<()> {
+    fn unlock(&mut self) -> Result<()> {
         match self {
             Locker::Raw(f) => FileExt::unlock(f)?,
-            Locker::Lock(l) => l.unlock()?,
+            Locker::Lock(_, held) => held.take().ok_or("not held")?.unlock()?,
         }
         Ok(())
     }
@@ -92,7 +92,7 @@ fn say(to: &mut impl Write, line: &str) -> Result<()> {
 /// other has reported, so no round can be stolen by an immediate re-lock
 /// (`flock` does not queue fairly).
 fn measure(variant: &str, path: &Path, handoffs: u32, placement: Placement) -> Result<Vec<u64>> {
-    let me = Locker::open(variant, path)?;
+    let mut me = Locker::open(variant, path)?;
     let _pinned = placement.pin(0)?;
     me.lock()?;
     let rounds = handoffs.div_ceil(2);
@@ -137,7 +137,7 @@ pub(super) fn child(args: &[String]) -> Result<()> {
     let [variant, path, rounds, placement] = args else {
         return Err("handoff VARIANT PATH ROUNDS PLACEMENT".into());
     };
-    let me = Locker::open(variant, Path::new(path))?;
+    let mut me = Locker::open(variant, Path::new(path))?;
     let _pinned = Placement::from_word(placement)?.pin(1)?;
     let mut from = BufReader::new(std::io::stdin().lock());
     let mut to = std::io::stdout().lock();

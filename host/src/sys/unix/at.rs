@@ -232,6 +232,13 @@ pub(crate) fn proc_fd_path(dir: BorrowedFd<'_>) -> std::path::PathBuf {
     std::path::PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()))
 }
 
+/// A name for a file given by descriptor, for messages.
+pub(crate) fn fd_path(file: &File) -> std::path::PathBuf {
+    let fd = file.as_raw_fd();
+    std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .unwrap_or_else(|_| std::path::PathBuf::from(format!("<fd {fd}>")))
+}
+
 /// 32 random hex digits for private file names.
 pub(crate) fn random_hex() -> String {
     let mut buf = [0u8; 16];

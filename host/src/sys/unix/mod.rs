@@ -1,15 +1,20 @@
 //! Unix: `flock` through fs4, an OFD record lock as turnstile, process identity.
 
 mod at;
+mod errno;
 mod identity;
 mod proc_locks;
 mod watch;
 
 pub(crate) use at::{
-    Create, Stat, fchmod, fstat, link_at, lstat_at, open_at, open_unnamed_at, proc_fd_path,
-    random_hex, rename_at, unlink_at,
+    Create, Stat, fchmod, fd_path, fstat, link_at, lstat_at, open_at, open_unnamed_at,
+    proc_fd_path, random_hex, rename_at, unlink_at,
 };
 pub(crate) use watch::DirWatch;
+
+#[cfg(test)]
+pub(crate) use errno::NO_LOCKS_ERRNOS;
+pub(crate) use errno::{Meaning, OpenFailure, is_exists, is_refusal, meaning, open_failure};
 
 pub(crate) use identity::{StartToken, host_name, pid_alive, process_start_token};
 pub(crate) use proc_locks::flock_holders;

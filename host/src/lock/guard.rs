@@ -1,0 +1,203 @@
+//! The guards: each one is a hold, and releases it when dropped.
+
+use std::fs::File;
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use super::{FileLock, Request};
+use crate::manager::Entry;
+use crate::{Mode, Owner, Result};
+
+/// One hold and the handle it was taken through; `L` borrows or owns it.
+struct Hold<L: Deref<Target = FileLock>> {
+    lock: L,
+    owner: Owner,
+    mode: Mode,
+    /// The lock file's entry, kept for [`Hold::file`].
+    entry: Arc<Entry>,
+    released: bool,
+}
+
+impl<L: Deref<Target = FileLock>> Hold<L> {
+    fn new(lock: L, req: Request, entry: Arc<Entry>) -> Self {
+        Hold {
+            lock,
+            owner: req.owner,
+            mode: req.mode,
+            entry,
+            released: false,
+        }
+    }
+
+    fn release(&mut self) -> Result<()> {
+        self.released = true;
+        self.lock.release(self.owner)
+    }
+
+    fn file(&self) -> Option<&File> {
+        self.lock.file().or_else(|| self.entry.backend().file())
+    }
+}
+
+impl<L: Deref<Target = FileLock>> Drop for Hold<L> {
+    #[inline]
+    fn drop(&mut self) {
+        if !self.released
+            && let Err(e) = self.lock.release(self.owner)
+        {
+            tracing::warn!(path = %self.lock.path().display(), error = %e, "unlock on drop failed");
+        }
+    }
+}
+
+/// What every guard offers, written once.
+macro_rules! guard_api {
+    ($guard:ident $(<$a:lifetime>)?, $lock:ty) => {
+        impl$(<$a>)? $guard$(<$a>)? {
+            /// The mode this guard was granted in.
+            pub fn mode(&self) -> Mode {
+                self.hold.mode
+            }
+
+            /// The lock this guard holds.
+            pub fn lock(&self) -> &$lock {
+                &self.hold.lock
+            }
+
+            /// The locked file: the one given to
+            /// [`FileLock::from_file`], or the lock file of an OS lock on a
+            /// path (opened read-write, never truncated). `None` for soft
+            /// locks, whose marker is not the caller's to write.
+            pub fn file(&self) -> Option<&File> {
+                self.hold.file()
+            }
+
+            /// Releases this hold now and reports any error (dropping the
+            /// guard only logs it).
+            pub fn unlock(mut self) -> Result<()> {
+                self.hold.release()
+            }
+        }
+
+        impl$(<$a>)? std::fmt::Debug for $guard$(<$a>)? {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($guard))
+                    .field("path", &self.hold.lock.path())
+                    .field("mode", &self.hold.mode)
+                    .finish()
+            }
+        }
+    };
+}
+
+/// A hold taken by a thread; released when dropped (or
+/// [`unlock`](LockGuard::unlock)ed).
+///
+/// It is not `Send`: it stays on the thread that took it, which is what lets
+/// a thread that would wait forever for its own lock get
+/// [`ErrorKind::Deadlock`](crate::ErrorKind::Deadlock) instead of hanging.
+/// To hold a lock across `.await` in a task that may move, or to hand it to
+/// another thread, use the async or owned methods.
+///
+/// ```compile_fail
+/// # let dir = tempfile::tempdir().unwrap();
+/// let lock = wasmlock::FileLock::new(dir.path().join("x.lock")).unwrap();
+/// let guard = lock.lock().unwrap();
+/// std::thread::scope(|s| {
+///     s.spawn(move || drop(guard)); // error: `LockGuard` cannot be sent
+/// });
+/// ```
+///
+/// ```
+/// use wasmlock::{FileLock, Mode};
+/// # let dir = tempfile::tempdir().unwrap();
+/// let lock = FileLock::new(dir.path().join("g.lock"))?;
+/// let guard = lock.lock_shared()?;
+/// assert_eq!(guard.mode(), Mode::Shared);
+/// drop(guard);
+/// assert_eq!(lock.hold_count(), 0);
+/// # Ok::<(), wasmlock::Error>(())
+/// ```
+#[must_use = "the lock is released when the guard is dropped"]
+pub struct LockGuard<'a> {
+    hold: Hold<&'a FileLock>,
+    _thread_bound: PhantomData<*const ()>,
+}
+
+impl<'a> LockGuard<'a> {
+    pub(super) fn new(lock: &'a FileLock, req: Request, entry: Arc<Entry>) -> Self {
+        LockGuard {
+            hold: Hold::new(lock, req, entry),
+            _thread_bound: PhantomData,
+        }
+    }
+}
+
+guard_api!(LockGuard<'a>, FileLock);
+
+/// A hold taken by an async method; `Send`, so a task may keep it across
+/// `.await` and move between threads. Released when dropped.
+///
+/// ```
+/// use wasmlock::FileLock;
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), wasmlock::Error> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let lock = std::sync::Arc::new(FileLock::new(dir.path().join("a.lock"))?);
+/// let task = tokio::spawn({
+///     let lock = lock.clone();
+///     async move {
+///         let _g = lock.lock_async().await?;
+///         tokio::task::yield_now().await;      // held across an await
+///         Ok::<_, wasmlock::Error>(())
+///     }
+/// });
+/// task.await.unwrap()?;
+/// # Ok(()) }
+/// ```
+#[must_use = "the lock is released when the guard is dropped"]
+pub struct AsyncLockGuard<'a> {
+    hold: Hold<&'a FileLock>,
+}
+
+impl<'a> AsyncLockGuard<'a> {
+    pub(super) fn new(lock: &'a FileLock, req: Request, entry: Arc<Entry>) -> Self {
+        AsyncLockGuard {
+            hold: Hold::new(lock, req, entry),
+        }
+    }
+}
+
+guard_api!(AsyncLockGuard<'a>, FileLock);
+
+/// A hold that owns its handle (an `Arc<FileLock>`): `Send + 'static`, so
+/// it can be moved into a spawned task, a thread or a struct. Released when
+/// dropped.
+///
+/// ```
+/// use std::sync::Arc;
+/// use wasmlock::{FileLock, OwnedLockGuard};
+/// # let dir = tempfile::tempdir().unwrap();
+/// struct Job { _lock: OwnedLockGuard }
+/// let lock = Arc::new(FileLock::new(dir.path().join("job.lock"))?);
+/// let job = Job { _lock: lock.lock_owned()? };
+/// assert!(lock.try_lock().is_err());
+/// drop(job);
+/// assert!(lock.try_lock().is_ok());
+/// # Ok::<(), wasmlock::Error>(())
+/// ```
+#[must_use = "the lock is released when the guard is dropped"]
+pub struct OwnedLockGuard {
+    hold: Hold<Arc<FileLock>>,
+}
+
+impl OwnedLockGuard {
+    pub(super) fn new(lock: Arc<FileLock>, req: Request, entry: Arc<Entry>) -> Self {
+        OwnedLockGuard {
+            hold: Hold::new(lock, req, entry),
+        }
+    }
+}
+
+guard_api!(OwnedLockGuard, Arc<FileLock>);

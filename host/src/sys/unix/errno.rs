@@ -1,0 +1,66 @@
+//! What the crate needs to know about `errno` values, in one place.
+
+use std::io;
+
+/// The errors of a file system without kernel locks.
+#[cfg(test)]
+pub(crate) const NO_LOCKS_ERRNOS: [i32; 3] = [libc::ENOLCK, libc::EOPNOTSUPP, libc::ENOSYS];
+
+/// What an OS error means for a lock, for the errors that say more than
+/// their text. The crate's `ErrorKind` is built from this, above `sys`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Meaning {
+    Refused,
+    BadPath,
+    NoLocks,
+    Deadlock,
+    Quota,
+}
+
+pub(crate) fn meaning(err: &io::Error) -> Option<Meaning> {
+    Some(match err.raw_os_error()? {
+        libc::EACCES | libc::EPERM | libc::EROFS => Meaning::Refused,
+        libc::ELOOP | libc::EISDIR | libc::ENOTDIR | libc::ENAMETOOLONG | libc::EINVAL => {
+            Meaning::BadPath
+        }
+        libc::ENOLCK | libc::ENOSYS | libc::EOPNOTSUPP => Meaning::NoLocks,
+        libc::EDEADLK => Meaning::Deadlock,
+        libc::EDQUOT => Meaning::Quota,
+        _ => return None,
+    })
+}
+
+/// The file to be created exists already.
+pub(crate) fn is_exists(err: &io::Error) -> bool {
+    err.raw_os_error() == Some(libc::EEXIST)
+}
+
+/// Refused for lack of rights, or on a read-only file system.
+pub(crate) fn is_refusal(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EACCES | libc::EPERM | libc::EROFS)
+    )
+}
+
+/// Why opening a lock file failed, when the errno says more than its text.
+pub(crate) enum OpenFailure {
+    /// Whatever the OS says (no reader on a FIFO, ...), a device that
+    /// refuses to open cannot be a lock file.
+    NotAFile,
+    /// An explanation for the message.
+    Because(&'static str),
+}
+
+pub(crate) fn open_failure(err: &io::Error) -> Option<OpenFailure> {
+    Some(match err.raw_os_error()? {
+        libc::ENXIO => OpenFailure::NotAFile,
+        libc::ELOOP => OpenFailure::Because("the final component is a symbolic link"),
+        libc::EISDIR => OpenFailure::Because("the path names a directory"),
+        libc::EACCES => {
+            OpenFailure::Because("no permission to create or open the lock file for writing")
+        }
+        libc::EROFS => OpenFailure::Because("read-only file system"),
+        _ => return None,
+    })
+}
