@@ -35,8 +35,9 @@ pub enum ErrorKind {
     NotHeld,
     /// The lock is held by someone else, who alone may release it.
     NotOwner,
-    /// Waiting would never end: the same owner already holds the lock through
-    /// another handle, or asks to upgrade a shared hold to exclusive.
+    /// Waiting would never end: the waiting thread (or guest) holds the file
+    /// itself, through this handle or another, in a way that excludes the
+    /// request; or a re-entrant shared hold asks to become exclusive.
     Deadlock,
     /// The file system or the sandbox refused: a read-only directory or file,
     /// or a path that leaves the granted directory.

@@ -200,8 +200,9 @@ fn owned_guards_move_between_tasks_and_threads() {
                         if i % 2 == 0 {
                             // Handed to a plain thread, released there.
                             tokio::task::spawn_blocking(move || {
-                                let _in = witness.enter();
+                                let inside = witness.enter();
                                 std::thread::sleep(Duration::from_micros(300));
+                                drop(inside);
                                 drop(guard);
                             })
                             .await
@@ -302,7 +303,7 @@ fn readers_and_writers_with_owned_and_borrowed_guards_never_overlap() {
 fn reentrant_handles_count_per_thread_and_still_detect_deadlocks() {
     let dir = tmp();
     let path = dir.path().join("re.lock");
-    let lock = FileLock::builder(&path).reentrant().build().unwrap();
+    let lock = Arc::new(FileLock::builder(&path).reentrant().build().unwrap());
     let other = FileLock::builder(&path).reentrant().build().unwrap();
     let outer = lock.lock().unwrap();
     let inner = lock.lock_timeout(SHORT).unwrap();
@@ -318,6 +319,10 @@ fn reentrant_handles_count_per_thread_and_still_detect_deadlocks() {
         .map(drop)
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Timeout);
+    assert_eq!(
+        lock.try_lock_owned().map(drop).unwrap_err().kind(),
+        ErrorKind::WouldBlock
+    );
     drop(outer);
     assert!(lock.is_locked().unwrap(), "the inner guard still holds it");
     drop(inner);
@@ -432,4 +437,34 @@ fn forgotten_guards_are_released_with_their_handle() {
     drop(lock);
     let other = FileLock::new(&path).unwrap();
     assert!(other.try_lock().is_ok());
+}
+
+#[test]
+fn a_shared_request_behind_its_own_reader_and_a_queued_writer_is_no_deadlock() {
+    let dir = tmp();
+    let path = dir.path().join("queued.lock");
+    let a = FileLock::new(&path).unwrap();
+    let b = FileLock::new(&path).unwrap();
+    let reader = a.lock_shared().unwrap();
+    std::thread::scope(|s| {
+        // A writer queues behind our reader, and gives up after a while.
+        let writer = s.spawn(|| {
+            let w = FileLock::new(&path).unwrap();
+            w.lock_timeout(Duration::from_millis(300)).map(drop)
+        });
+        while !writer.is_finished() && b.try_lock_shared().is_ok() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Fair to the writer, a second reader waits; it is no deadlock,
+        // since the writer may give up — and it does.
+        let second = b.lock_shared().expect("no false deadlock");
+        assert_eq!(
+            writer.join().unwrap().unwrap_err().kind(),
+            ErrorKind::Timeout
+        );
+        drop(second);
+    });
+    // An exclusive request behind its own reader is a deadlock, provably.
+    assert_eq!(b.lock().unwrap_err().kind(), ErrorKind::Deadlock);
+    drop(reader);
 }

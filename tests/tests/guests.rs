@@ -75,6 +75,52 @@ async fn errors_reentrancy_and_deadlock_through_wit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_wait_that_could_never_end_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    script(
+        dir.path(),
+        &[
+            ("open:a:/data/y.lock:os", "ok"),
+            ("open:b:/data/y.lock:os", "ok"),
+            ("acq:a:ex:try", "ok"),
+            ("start:b:ex", "err Deadlock"),
+        ],
+    )
+    .await;
+}
+
+/// One guest, two waits queued on one handle (a pending acquisition and a
+/// blocking one), both granted by the same release: two holds in the books,
+/// released by two `rel`s — none left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_granted_waits_of_one_guest_handle_are_counted_and_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("two.lock");
+    let native = FileLock::new(&path).unwrap();
+    let g = native.lock().unwrap();
+    const TWO: &Script<'_> = &[
+        ("open:a:/data/two.lock:os", "ok"),
+        ("start:a:sh", "ok"),
+        ("touch:/data/waiting", "ok"),
+        ("acq:a:sh:forever", "ok"),
+        ("finish:a", "ok"),
+        ("touch:/data/held", "ok"),
+        ("await:/data/go", "ok"),
+    ];
+    let d = dir.path().to_path_buf();
+    let guest = tokio::spawn(async move { probe(&d, &steps(TWO)).await });
+    until_exists(&dir.path().join("waiting")).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(g);
+    until_exists(&dir.path().join("held")).await;
+    assert!(!free(&path), "the guest holds it");
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    guest.await.unwrap().check(TWO);
+    // The store is gone with everything it held.
+    assert!(free(&path), "a hold of the guest was left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn semaphore_slots_through_wit() {
     let dir = tempfile::tempdir().unwrap();
     script(

@@ -112,6 +112,11 @@ impl FileLockBuilder {
     /// that can be re-entered safely (two futures joined in one task would
     /// both be inside).
     ///
+    /// The thread is trusted to be one caller: two futures on one thread
+    /// (`join!`, a `LocalSet`) that both hold a re-entrant guard across
+    /// `.await` count up on each other and are both inside. Use re-entrant
+    /// handles only in code that does not hold their guards across `.await`.
+    ///
     /// Upgrading a shared hold to exclusive by re-entry fails with
     /// [`ErrorKind::Deadlock`](crate::ErrorKind::Deadlock); an exclusive hold
     /// re-enters in either mode.

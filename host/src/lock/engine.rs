@@ -228,7 +228,7 @@ impl FileLock {
                     continue;
                 }
                 Ok(false) => {}
-                Err(e) if self.fallback_applies(&e, inner.kind) => {
+                Err(e) if self.fallback_applies(&e, inner) => {
                     drop(guard);
                     self.switch_to_soft(&e);
                     continue;
@@ -239,9 +239,14 @@ impl FileLock {
             if wait == Wait::TryOnce {
                 return Err(self.held_error(ErrorKind::WouldBlock, &entry));
             }
-            // The request cannot be granted now, so whatever this party
-            // holds on the file is in its way: it would wait for itself.
-            if req.blocks.is_some_and(|party| entry.held_by_party(party)) {
+            // The request cannot be granted now; if this party holds the
+            // file in a way that excludes the request, it would wait for
+            // itself. (A shared request behind its own shared hold may wait
+            // for a queued writer that gives up: not provable, not refused.)
+            if req
+                .blocks
+                .is_some_and(|party| entry.held_against(party, req.mode))
+            {
                 return Err(Error::new(ErrorKind::Deadlock, self.path()).with_detail(
                     "the waiting thread (or guest) already holds this lock; \
                      waiting forever would never end",
@@ -335,6 +340,17 @@ impl FileLock {
             entry.release(id)?;
             return Err(e);
         }
+        if let Some(held) = inner.holds.get_mut(&req.owner) {
+            // A second grant to an owner that holds already (a guest with two
+            // waits queued on one handle): one hold in the entry is enough,
+            // the count keeps the rest.
+            held.count = held
+                .count
+                .checked_add(1)
+                .ok_or_else(|| Error::new(ErrorKind::QuotaExceeded, self.path()))?;
+            entry.release(id)?;
+            return Ok(true);
+        }
         inner.holds.insert(
             req.owner,
             Held {
@@ -418,11 +434,14 @@ impl FileLock {
         }
     }
 
-    fn fallback_applies(&self, e: &Error, kind: Kind) -> bool {
+    /// Whether to switch to a soft lock after `e`: never while this handle
+    /// holds the OS lock (its holds would be lost with the entry).
+    fn fallback_applies(&self, e: &Error, inner: &Inner) -> bool {
         self.options.fallback_to_soft
             && e.kind() == ErrorKind::Unsupported
             && matches!(self.source, Source::Path(_))
-            && kind == Kind::Os
+            && inner.kind == Kind::Os
+            && inner.holds.is_empty()
     }
 
     fn switch_to_soft(&self, why: &Error) {

@@ -62,8 +62,9 @@ use crate::{Mode, Wait};
 ///
 /// A [`LockGuard`] cannot leave the thread that took it, so the lock knows
 /// which thread holds it. A thread that would wait forever for a file it
-/// holds that way — through this handle or any other — gets
-/// [`ErrorKind::Deadlock`] at once instead of hanging. Holds that can move
+/// holds that way — through this handle or any other — in a mode that
+/// excludes the request gets [`ErrorKind::Deadlock`] at once instead of
+/// hanging. Holds that can move
 /// ([`AsyncLockGuard`], [`OwnedLockGuard`]) prove nothing about who will
 /// release them, so waiting behind them is never called a deadlock; an async
 /// waiter never blocks its thread anyway.

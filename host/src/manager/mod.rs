@@ -122,9 +122,13 @@ impl Entry {
         Ok(took)
     }
 
-    /// Whether `party` holds this lock, through any handle.
-    pub(crate) fn held_by_party(&self, party: Owner) -> bool {
-        self.state().holds.iter().any(|h| h.id.party == Some(party))
+    /// Whether `party` holds this lock, through any handle, in a way that
+    /// excludes a request in `mode`.
+    pub(crate) fn held_against(&self, party: Owner, mode: Mode) -> bool {
+        self.state()
+            .holds
+            .iter()
+            .any(|h| h.id.party == Some(party) && !(h.mode == Mode::Shared && mode == Mode::Shared))
     }
 
     /// Whether anyone in this process holds the lock.

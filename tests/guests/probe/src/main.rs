@@ -12,6 +12,7 @@
 //! nanoseconds they took).
 
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::time::Duration;
 
 use wasip2::clocks::monotonic_clock::subscribe_duration;
@@ -59,7 +60,7 @@ fn bump(path: &str) {
 }
 
 fn main() {
-    let mut locks: HashMap<String, Lock> = HashMap::new();
+    let mut locks: HashMap<String, Rc<Lock>> = HashMap::new();
     let mut pending: HashMap<String, PendingLock<'static>> = HashMap::new();
     let mut sems: HashMap<String, Semaphore> = HashMap::new();
     let mut permits: Vec<Permit> = Vec::new();
@@ -74,7 +75,7 @@ fn main() {
                 };
                 match Lock::open_kind(path, kind) {
                     Ok(l) => {
-                        locks.insert(h.to_string(), l);
+                        locks.insert(h.to_string(), Rc::new(l));
                         "ok".into()
                     }
                     Err(e) => outcome::<()>(Err(e)),
@@ -112,7 +113,7 @@ fn main() {
                     .expect("open data file");
                 match Lock::on_file(&file) {
                     Ok(l) => {
-                        locks.insert(h.to_string(), l);
+                        locks.insert(h.to_string(), Rc::new(l));
                         "ok".into()
                     }
                     Err(e) => outcome::<()>(Err(e)),
@@ -142,9 +143,8 @@ fn main() {
             }
             ["start", h, m] => {
                 // A pending acquisition borrows its lock; this one lives
-                // until the store goes.
-                let lock: &'static Lock =
-                    Box::leak(Box::new(locks.remove(*h).expect("open first")));
+                // until the store goes, and the script may go on using it.
+                let lock: &'static Rc<Lock> = Box::leak(Box::new(locks[*h].clone()));
                 match lock.start_lock(mode(m)) {
                     Ok(p) => {
                         pending.insert(h.to_string(), p);
