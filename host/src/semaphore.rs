@@ -8,7 +8,7 @@ use std::time::Duration;
 use cap_std::fs::Dir;
 
 use crate::lock::{Request, next_handle_id};
-use crate::manager::{Entry, HolderId, Pending};
+use crate::manager::{Attempt, Entry, HolderId, Pending};
 use crate::target::{Target, open_ambient_dir};
 use crate::{Error, ErrorKind, FileLock, Mode, Owner, Result, Wait};
 
@@ -245,7 +245,8 @@ impl Semaphore {
     fn try_each(&self, owner: Owner) -> Result<Option<usize>> {
         for (n, slot) in self.slots.iter().enumerate() {
             let entry = slot.entry()?;
-            if entry.try_acquire(self.holder(owner), Mode::Exclusive)?
+            let attempt = entry.try_acquire(self.holder(owner), Mode::Exclusive, || Ok(true))?;
+            if matches!(attempt, Attempt::Held)
                 && slot.complete(Request::new(owner, Mode::Exclusive), &entry)?
             {
                 return Ok(Some(n));

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::{FileLock, Source};
 use crate::backend::{self, Key, os, soft::unsupported_shared};
-use crate::manager::{self, Entry, HolderId, Pending};
+use crate::manager::{self, Attempt, Entry, HolderId, Pending};
 use crate::owner::OwnerMap;
 use crate::{Error, ErrorKind, Holder, Kind, Mode, Owner, Result, Wait, sys};
 
@@ -31,6 +31,12 @@ pub(crate) struct Request {
     /// Whose hold it is. Asking again as an owner that holds counts up.
     pub(crate) owner: Owner,
     pub(crate) mode: Mode,
+    /// The hold is a guard's alone: a fresh owner that never asks again and
+    /// is released through the entry the guard keeps. It is booked in the
+    /// entry only, which keeps the handle's lock off the release path (see
+    /// [`FileLock::release_in`]). Other owners (a re-entrant thread, a
+    /// guest, a semaphore slot) are counted in the handle's books.
+    pub(crate) solo: bool,
     /// Who cannot go on while the hold lasts (the thread of a guard that
     /// cannot move, a guest): what deadlock detection looks for.
     pub(crate) party: Option<Owner>,
@@ -39,12 +45,22 @@ pub(crate) struct Request {
 }
 
 impl Request {
+    /// A request of `owner`, counted in the handle's books.
     pub(crate) fn new(owner: Owner, mode: Mode) -> Request {
         Request {
             owner,
             mode,
+            solo: false,
             party: None,
             blocks: None,
+        }
+    }
+
+    /// A request for a guard of its own: a fresh owner, booked in the entry.
+    pub(crate) fn solo(mode: Mode) -> Request {
+        Request {
+            solo: true,
+            ..Request::new(Owner::unique(), mode)
         }
     }
 
@@ -65,10 +81,8 @@ impl Request {
 pub(super) struct Inner {
     pub(super) kind: Kind,
     entry: Option<Arc<Entry>>,
-    parent: Option<Arc<OwnedFd>>,
+    named: Named,
     holds: OwnerMap<Held>,
-    /// The lock file's change time when the path was last seen to name it.
-    verified: Option<i128>,
     /// The lock file this handle created (device, inode), while it may still
     /// be an unused placeholder.
     created: Option<(u64, u64)>,
@@ -82,14 +96,22 @@ struct Held {
     party: Option<Owner>,
 }
 
+/// What checking that the path still names the lock file needs.
+#[derive(Default)]
+struct Named {
+    /// The directory the path names the file in.
+    parent: Option<Arc<OwnedFd>>,
+    /// The lock file's change time when the path was last seen to name it.
+    verified: Option<i128>,
+}
+
 impl Inner {
     pub(super) fn new(kind: Kind) -> Inner {
         Inner {
             kind,
             entry: None,
-            parent: None,
+            named: Named::default(),
             holds: OwnerMap::default(),
-            verified: None,
             created: None,
         }
     }
@@ -112,12 +134,31 @@ impl FileLock {
     }
 
     pub(super) fn hold_count_of_party(&self, party: Owner) -> u32 {
-        self.inner()
+        let inner = self.inner();
+        let counted: u32 = inner
             .holds
             .values()
             .filter(|h| h.party == Some(party))
             .map(|h| h.count)
-            .sum()
+            .sum();
+        let solo = inner.entry.as_ref().map_or(0, |entry| {
+            entry.holds_where(|id| {
+                id.handle == self.id
+                    && id.party == Some(party)
+                    && !inner.holds.contains_key(&id.owner)
+            })
+        });
+        counted + u32::try_from(solo).unwrap_or(u32::MAX)
+    }
+
+    /// Whether this handle holds the lock, for any owner. Only a handle that
+    /// holds nothing may give up its entry.
+    fn holds_any(&self, inner: &Inner) -> bool {
+        !inner.holds.is_empty()
+            || inner
+                .entry
+                .as_ref()
+                .is_some_and(|e| e.holds_where(|id| id.handle == self.id) > 0)
     }
 
     fn holder_id(&self, owner: Owner, party: Option<Owner>) -> HolderId {
@@ -215,26 +256,35 @@ impl FileLock {
         for _ in 0..MAX_REPLACED {
             let mut guard = self.inner();
             let inner = &mut *guard;
-            if let Some(entry) = self.reenter(inner, req)? {
+            if req.mode == Mode::Shared && inner.kind == Kind::Soft {
+                return Err(unsupported_shared(self.path()));
+            }
+            if !req.solo
+                && let Some(entry) = self.reenter(inner, req)?
+            {
                 return Ok(Begin::Held(entry));
             }
-            let entry = self.open_if_needed(inner)?.clone();
+            self.open_if_needed(inner)?;
+            let entry = inner.entry.as_ref().expect("opened above");
             tracing::debug!(path = %self.path().display(), mode = ?req.mode, "lock attempt");
-            match entry.try_acquire(id, req.mode) {
-                Ok(true) => {
-                    if self.record(inner, req)? {
-                        return Ok(Begin::Held(entry));
-                    }
+            let named = &mut inner.named;
+            match entry.try_acquire(id, req.mode, || self.confirm(entry, named)) {
+                Ok(Attempt::Held) => {
+                    self.book(&mut inner.holds, req, entry)?;
+                    return Ok(Begin::Held(entry.clone()));
+                }
+                Ok(Attempt::Refused) => {
+                    self.forget_replaced(inner)?;
                     continue;
                 }
-                Ok(false) => {}
+                Ok(Attempt::Busy) => {}
                 Err(e) if self.fallback_applies(&e, inner) => {
-                    drop(guard);
-                    self.switch_to_soft(&e);
+                    self.switch_to_soft(inner, &e);
                     continue;
                 }
                 Err(e) => return Err(e),
             }
+            let entry = entry.clone();
             drop(guard);
             if wait == Wait::TryOnce {
                 return Err(self.held_error(ErrorKind::WouldBlock, &entry));
@@ -272,103 +322,113 @@ impl FileLock {
         }
     }
 
-    /// The lock was granted after a wait: record it if `entry` is still this
-    /// handle's (it is dropped if the lock file was found replaced).
+    /// The lock was granted after a wait: book it if `entry` is still this
+    /// handle's and the path still names its file. `Ok(false)`: it was given
+    /// back and the caller tries again.
     pub(crate) fn complete(&self, req: Request, entry: &Arc<Entry>) -> Result<bool> {
         let mut inner = self.inner();
+        let id = self.holder_id(req.owner, req.party);
         if !inner.entry.as_ref().is_some_and(|e| Arc::ptr_eq(e, entry)) {
             // Another hold of this handle found the file replaced meanwhile.
-            entry.release(self.holder_id(req.owner, req.party))?;
+            entry.release(id)?;
             return Ok(false);
         }
-        self.record(&mut inner, req)
-    }
-
-    /// The entry's lock was just won for `req`: check that the path still
-    /// names it, then record the hold. `Ok(false)`: the lock file was
-    /// replaced; the entry is given up and the caller tries again.
-    fn record(&self, inner: &mut Inner, req: Request) -> Result<bool> {
-        let id = self.holder_id(req.owner, req.party);
-        let Some(entry) = inner.entry.as_ref() else {
-            return Ok(false);
-        };
-        let current = match (&self.source, entry.key(), inner.parent.as_deref()) {
-            (Source::Path(target), Key::Os(dev, ino), Some(parent)) if self.options.recheck => {
-                match entry.backend().file() {
-                    Some(file) => {
-                        let named = os::PathCheck {
-                            file,
-                            key: (*dev, *ino),
-                            parent,
-                            name: &target.cname,
-                        };
-                        named
-                            .still_named(&mut inner.verified)
-                            .map_err(|e| Error::from_io(e, self.path()))
-                    }
-                    None => Ok(true),
-                }
+        match self.confirm(entry, &mut inner.named) {
+            Ok(true) => {
+                self.book(&mut inner.holds, req, entry)?;
+                Ok(true)
             }
-            _ => Ok(true),
-        };
-        let current = match current {
-            Ok(current) => current,
+            Ok(false) => {
+                entry.release(id)?;
+                self.forget_replaced(&mut inner)?;
+                Ok(false)
+            }
             Err(e) => {
                 entry.release(id)?;
-                return Err(e);
+                Err(e)
             }
-        };
-        if !current {
-            // Someone unlinked or replaced the lock file: the inode we hold
-            // is no longer what the path names.
-            entry.release(id)?;
-            if !inner.holds.is_empty() {
-                // Another hold of this handle is on the old file and will
-                // be released there.
-                return Err(Error::new(ErrorKind::Io, self.path()).with_detail(
-                    "the lock file was replaced while another guard of this handle holds it",
-                ));
-            }
-            inner.entry = None;
-            inner.verified = None;
-            tracing::debug!(path = %self.path().display(), "lock file was replaced; retrying");
-            return Ok(false);
         }
-        if let Some(m) = self.options.file_mode
-            && let Err(e) = entry.backend().set_mode(m)
+    }
+
+    /// The safety work after the lock is won, before it is booked: that the
+    /// path still names the file locked (`Ok(false)`: someone unlinked or
+    /// replaced it), and the file mode asked for. On the fast path it runs
+    /// under the entry's lock, right after the `flock`, so that the lock
+    /// costs one release of a lock after the system calls rather than two.
+    fn confirm(&self, entry: &Entry, named: &mut Named) -> Result<bool> {
+        let Named { parent, verified } = named;
+        if let (Source::Path(target), Key::Os(dev, ino), Some(parent)) =
+            (&self.source, entry.key(), parent.as_deref())
+            && self.options.recheck
+            && let Some(file) = entry.backend().file()
         {
-            entry.release(id)?;
-            return Err(e);
+            let check = os::PathCheck {
+                file,
+                key: (*dev, *ino),
+                parent,
+                name: &target.cname,
+            };
+            let current = check
+                .still_named(verified)
+                .map_err(|e| Error::from_io(e, self.path()))?;
+            if !current {
+                return Ok(false);
+            }
         }
-        if let Some(held) = inner.holds.get_mut(&req.owner) {
-            // A second grant to an owner that holds already (a guest with two
-            // waits queued on one handle): one hold in the entry is enough,
-            // the count keeps the rest.
-            held.count = held
-                .count
-                .checked_add(1)
-                .ok_or_else(|| Error::new(ErrorKind::QuotaExceeded, self.path()))?;
-            entry.release(id)?;
-            return Ok(true);
+        if let Some(m) = self.options.file_mode {
+            entry.backend().set_mode(m)?;
         }
-        inner.holds.insert(
-            req.owner,
-            Held {
-                mode: req.mode,
-                count: 1,
-                party: req.party,
-            },
-        );
-        tracing::debug!(path = %self.path().display(), mode = ?req.mode, "acquired");
         Ok(true)
+    }
+
+    /// The lock file was found replaced after the lock was given back: drop
+    /// the entry so that the next attempt opens what the path names now.
+    fn forget_replaced(&self, inner: &mut Inner) -> Result<()> {
+        if self.holds_any(inner) {
+            // Another hold of this handle is on the old file and will be
+            // released there.
+            return Err(Error::new(ErrorKind::Io, self.path()).with_detail(
+                "the lock file was replaced while another guard of this handle holds it",
+            ));
+        }
+        inner.entry = None;
+        inner.named.verified = None;
+        tracing::debug!(path = %self.path().display(), "lock file was replaced; retrying");
+        Ok(())
+    }
+
+    /// Books a hold the entry has granted: a guard's own hold is booked in
+    /// the entry only; a counted owner's in the handle too.
+    fn book(&self, holds: &mut OwnerMap<Held>, req: Request, entry: &Arc<Entry>) -> Result<()> {
+        tracing::debug!(path = %self.path().display(), mode = ?req.mode, "acquired");
+        if req.solo {
+            return Ok(());
+        }
+        let Some(held) = holds.get_mut(&req.owner) else {
+            holds.insert(
+                req.owner,
+                Held {
+                    mode: req.mode,
+                    count: 1,
+                    party: req.party,
+                },
+            );
+            return Ok(());
+        };
+        // A second grant to an owner that holds already (a guest with two
+        // waits queued on one handle): one hold in the entry is enough, the
+        // count keeps the rest.
+        entry.release(self.holder_id(req.owner, req.party))?;
+        held.count = held
+            .count
+            .checked_add(1)
+            .ok_or_else(|| Error::new(ErrorKind::QuotaExceeded, self.path()))?;
+        Ok(())
     }
 
     /// Counts up if `req.owner` already holds this handle.
     fn reenter(&self, inner: &mut Inner, req: Request) -> Result<Option<Arc<Entry>>> {
         let Some(held) = inner.holds.get_mut(&req.owner) else {
-            if req.mode == Mode::Shared && inner.kind == Kind::Soft {
-                return Err(unsupported_shared(self.path()));
-            }
             return Ok(None);
         };
         if !held.mode.covers(req.mode) {
@@ -384,7 +444,22 @@ impl FileLock {
         Ok(inner.entry.clone())
     }
 
-    /// Releases one hold of `owner`.
+    /// Releases `owner`'s hold in `entry`, the one it was granted in. A
+    /// guard's own hold (see [`Request::solo`]) is released this way without
+    /// the handle's lock: the entry's books are its only record, and the
+    /// handle keeps that entry while it holds.
+    pub(crate) fn release_in(
+        &self,
+        entry: &Arc<Entry>,
+        owner: Owner,
+        party: Option<Owner>,
+    ) -> Result<()> {
+        entry.release(self.holder_id(owner, party))?;
+        tracing::debug!(path = %self.path().display(), "released");
+        Ok(())
+    }
+
+    /// Releases one hold of a counted `owner`.
     pub(crate) fn release(&self, owner: Owner) -> Result<()> {
         let mut inner = self.inner();
         let empty = inner.holds.is_empty();
@@ -409,9 +484,7 @@ impl FileLock {
             .entry
             .as_ref()
             .ok_or_else(|| Error::new(ErrorKind::NotHeld, self.path()))?;
-        entry.release(self.holder_id(owner, held.party))?;
-        tracing::debug!(path = %self.path().display(), "released");
-        Ok(())
+        self.release_in(entry, owner, held.party)
     }
 
     /// Drops every hold of `owner`; returns how many there were.
@@ -425,12 +498,15 @@ impl FileLock {
         Ok(held.count)
     }
 
-    /// Drops every hold through this handle (it is going away).
+    /// Drops every hold through this handle (it is going away): the counted
+    /// ones and those of guards that were forgotten.
     pub(super) fn release_all(&self) {
         let mut inner = self.inner();
-        let holds: Vec<(Owner, Held)> = inner.holds.drain().collect();
-        for (owner, held) in holds {
-            let _ = self.release_entry(&inner, owner, held);
+        inner.holds.clear();
+        if let Some(entry) = &inner.entry
+            && let Err(e) = entry.release_handle(self.id)
+        {
+            tracing::warn!(path = %self.path().display(), error = %e, "releasing a dropped handle's holds failed");
         }
     }
 
@@ -441,23 +517,24 @@ impl FileLock {
             && e.kind() == ErrorKind::Unsupported
             && matches!(self.source, Source::Path(_))
             && inner.kind == Kind::Os
-            && inner.holds.is_empty()
+            && !self.holds_any(inner)
     }
 
-    fn switch_to_soft(&self, why: &Error) {
+    fn switch_to_soft(&self, inner: &mut Inner, why: &Error) {
         tracing::warn!(path = %self.path().display(), error = %why, "kernel locks unsupported here; falling back to a soft lock");
-        let mut inner = self.inner();
         // The empty file we just created would read as a live marker; only
         // ours goes; a file someone else made may be their marker.
-        if let (Some(key), Some(parent), Source::Path(target)) =
-            (inner.created.take(), inner.parent.clone(), &self.source)
-            && sys::lstat_at(parent.as_fd(), &target.cname).is_ok_and(|st| st.key() == key)
+        if let (Some(key), Some(parent), Source::Path(target)) = (
+            inner.created.take(),
+            inner.named.parent.clone(),
+            &self.source,
+        ) && sys::lstat_at(parent.as_fd(), &target.cname).is_ok_and(|st| st.key() == key)
         {
             let _ = sys::unlink_at(parent.as_fd(), &target.cname);
         }
         inner.kind = Kind::Soft;
         inner.entry = None;
-        inner.verified = None;
+        inner.named.verified = None;
     }
 
     fn held_error(&self, kind: ErrorKind, entry: &Entry) -> Error {
@@ -487,7 +564,7 @@ impl FileLock {
                 Source::File { file, display } => backend::open_file(file, display)?,
                 Source::Path(target) => {
                     let parent = target.open_parent()?;
-                    inner.parent = Some(parent.clone());
+                    inner.named.parent = Some(parent.clone());
                     let opened =
                         backend::open_path(target, parent, inner.kind, self.options.file_mode)?;
                     if opened.created.is_some() {

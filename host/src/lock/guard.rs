@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 use super::{FileLock, Request};
 use crate::manager::Entry;
-use crate::{Mode, Owner, Result};
+use crate::{Mode, Result};
 
 /// One hold and the handle it was taken through; `L` borrows or owns it.
 struct Hold<L: Deref<Target = FileLock>> {
     lock: L,
-    owner: Owner,
-    mode: Mode,
-    /// The lock file's entry, kept for [`Hold::file`].
+    req: Request,
+    /// The lock file's entry the hold was granted in: where a guard's own
+    /// hold is released, and what [`Hold::file`] reads.
     entry: Arc<Entry>,
     released: bool,
 }
@@ -23,8 +23,7 @@ impl<L: Deref<Target = FileLock>> Hold<L> {
     fn new(lock: L, req: Request, entry: Arc<Entry>) -> Self {
         Hold {
             lock,
-            owner: req.owner,
-            mode: req.mode,
+            req,
             entry,
             released: false,
         }
@@ -32,7 +31,12 @@ impl<L: Deref<Target = FileLock>> Hold<L> {
 
     fn release(&mut self) -> Result<()> {
         self.released = true;
-        self.lock.release(self.owner)
+        let Request { owner, party, .. } = self.req;
+        if self.req.solo {
+            self.lock.release_in(&self.entry, owner, party)
+        } else {
+            self.lock.release(owner)
+        }
     }
 
     fn file(&self) -> Option<&File> {
@@ -44,7 +48,7 @@ impl<L: Deref<Target = FileLock>> Drop for Hold<L> {
     #[inline]
     fn drop(&mut self) {
         if !self.released
-            && let Err(e) = self.lock.release(self.owner)
+            && let Err(e) = self.release()
         {
             tracing::warn!(path = %self.lock.path().display(), error = %e, "unlock on drop failed");
         }
@@ -57,7 +61,7 @@ macro_rules! guard_api {
         impl$(<$a>)? $guard$(<$a>)? {
             /// The mode this guard was granted in.
             pub fn mode(&self) -> Mode {
-                self.hold.mode
+                self.hold.req.mode
             }
 
             /// The lock this guard holds.
@@ -84,7 +88,7 @@ macro_rules! guard_api {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.debug_struct(stringify!($guard))
                     .field("path", &self.hold.lock.path())
-                    .field("mode", &self.hold.mode)
+                    .field("mode", &self.hold.req.mode)
                     .finish()
             }
         }

@@ -86,7 +86,7 @@ impl FileLock {
     ///
     /// Blocking: nothing to cancel.
     pub fn lock_with_owned(self: &Arc<Self>, mode: Mode, wait: Wait) -> Result<OwnedLockGuard> {
-        let req = Request::new(Owner::unique(), mode).blocking(Owner::current_thread(), wait);
+        let req = Request::solo(mode).blocking(Owner::current_thread(), wait);
         let entry = self.acquire(req, wait)?;
         Ok(OwnedLockGuard::new(self.clone(), req, entry))
     }
@@ -149,7 +149,7 @@ impl FileLock {
         mode: Mode,
         wait: Wait,
     ) -> Result<OwnedLockGuard> {
-        let req = Request::new(Owner::unique(), mode);
+        let req = Request::solo(mode);
         let entry = self.acquire_async(req, wait).await?;
         Ok(OwnedLockGuard::new(self.clone(), req, entry))
     }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::{AsyncLockGuard, FileLock, Request};
-use crate::{Mode, Owner, Result, Wait};
+use crate::{Mode, Result, Wait};
 
 #[cfg(doc)]
 use crate::ErrorKind;
@@ -108,7 +108,7 @@ impl FileLock {
     ///
     /// Cancel safe, as [`lock_async`](Self::lock_async).
     pub async fn lock_with_async(&self, mode: Mode, wait: Wait) -> Result<AsyncLockGuard<'_>> {
-        let req = Request::new(Owner::unique(), mode);
+        let req = Request::solo(mode);
         let entry = self.acquire_async(req, wait).await?;
         Ok(AsyncLockGuard::new(self, req, entry))
     }

@@ -188,13 +188,11 @@ impl FileLock {
     /// owner is the thread itself, else the hold is new.
     fn thread_request(&self, mode: Mode, wait: Wait) -> Request {
         let thread = Owner::current_thread();
-        let owner = if self.options.reentrant {
-            thread
+        let req = if self.options.reentrant {
+            Request::new(thread, mode)
         } else {
-            Owner::unique()
+            Request::solo(mode)
         };
-        Request::new(owner, mode)
-            .held_by(thread)
-            .blocking(thread, wait)
+        req.held_by(thread).blocking(thread, wait)
     }
 }

@@ -85,6 +85,16 @@ impl Drop for Entry {
     }
 }
 
+/// What [`Entry::try_acquire`] found.
+pub(crate) enum Attempt {
+    /// Granted and booked.
+    Held,
+    /// Held by someone else, or others are queued first.
+    Busy,
+    /// Won, but the caller's check refused it; given back, not booked.
+    Refused,
+}
+
 /// How a request stands against the current state.
 enum Take {
     Taken,
@@ -107,19 +117,36 @@ impl Entry {
         self.state.lock().unwrap()
     }
 
-    /// Tries to take the lock now, without queueing. `Ok(false)`: held.
-    pub(crate) fn try_acquire(self: &Arc<Self>, id: HolderId, mode: Mode) -> Result<bool> {
+    /// Tries to take the lock now, without queueing. Once it is won,
+    /// `confirm` decides, under the entry's lock, whether it is booked
+    /// (`Ok(true)`) or given back (`Ok(false)`, or its error).
+    pub(crate) fn try_acquire(
+        self: &Arc<Self>,
+        id: HolderId,
+        mode: Mode,
+        confirm: impl FnOnce() -> Result<bool>,
+    ) -> Result<Attempt> {
         let mut st = self.state();
         if !st.queue.is_empty() {
-            return Ok(false);
+            return Ok(Attempt::Busy);
         }
-        let took = matches!(self.take(&mut st, mode)?, Take::Taken);
-        if took {
-            st.holds.push(Hold { id, mode });
-        } else {
-            self.settle_backend(&mut st)?;
+        let confirmed = match self.take(&mut st, mode)? {
+            Take::Taken => confirm(),
+            Take::Busy | Take::Contended => {
+                self.settle_backend(&mut st)?;
+                return Ok(Attempt::Busy);
+            }
+        };
+        match confirmed {
+            Ok(true) => {
+                st.holds.push(Hold { id, mode });
+                Ok(Attempt::Held)
+            }
+            refused => {
+                self.settle_backend(&mut st)?;
+                refused.map(|_| Attempt::Refused)
+            }
         }
-        Ok(took)
     }
 
     /// Whether `party` holds this lock, through any handle, in a way that
@@ -134,6 +161,18 @@ impl Entry {
     /// Whether anyone in this process holds the lock.
     pub(crate) fn held_locally(&self) -> bool {
         !self.state().holds.is_empty()
+    }
+
+    /// How many holds in the books `counts` (a handle's, a party's).
+    pub(crate) fn holds_where(&self, counts: impl Fn(&HolderId) -> bool) -> usize {
+        self.state().holds.iter().filter(|h| counts(&h.id)).count()
+    }
+
+    /// Drops every hold taken through `handle` (it is going away).
+    pub(crate) fn release_handle(self: &Arc<Self>, handle: u64) -> Result<()> {
+        let mut st = self.state();
+        st.holds.retain(|h| h.id.handle != handle);
+        self.dispatch(&mut st)
     }
 
     pub(crate) fn release(self: &Arc<Self>, id: HolderId) -> Result<()> {
