@@ -431,11 +431,15 @@ fn forgotten_guards_are_released_with_their_handle() {
     let dir = tmp();
     let path = dir.path().join("forget.lock");
     let lock = FileLock::new(&path).unwrap();
+    // A second handle keeps the lock file's entry (and its open file) alive
+    // past the first: the forgotten holds must go from its books, not with
+    // a closed file.
+    let other = FileLock::new(&path).unwrap();
     std::mem::forget(lock.lock_shared().unwrap());
     std::mem::forget(lock.lock_shared().unwrap());
     assert_eq!(lock.hold_count(), 2);
+    assert!(other.try_lock().is_err());
     drop(lock);
-    let other = FileLock::new(&path).unwrap();
     assert!(other.try_lock().is_ok());
 }
 

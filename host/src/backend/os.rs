@@ -41,8 +41,9 @@ impl OsBackend {
 
 #[cfg(test)]
 thread_local! {
-    /// Makes `try_acquire` fail with this errno, as a file system without
-    /// kernel locks would (there is no such file system to mount here).
+    /// Makes `try_acquire` and the look at the turnstile fail with this
+    /// errno, as a file system without kernel locks would (there is no such
+    /// file system to mount here).
     pub(crate) static INJECT_ERRNO: std::cell::Cell<Option<i32>> = const { std::cell::Cell::new(None) };
     /// Makes leaving the turnstile fail.
     static INJECT_LEAVE_FAILURE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -88,6 +89,10 @@ impl Backend for OsBackend {
     }
 
     fn admits_reader(&self) -> Result<bool> {
+        #[cfg(test)]
+        if let Some(errno) = INJECT_ERRNO.with(|e| e.get()) {
+            return Err(self.err(std::io::Error::from_raw_os_error(errno)));
+        }
         if !self.turnstile {
             return Ok(true);
         }

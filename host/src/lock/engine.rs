@@ -655,6 +655,37 @@ mod tests {
     }
 
     #[test]
+    fn a_handle_that_holds_never_falls_back_to_soft() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("held.lock");
+        let lock = FileLock::builder(&path)
+            .fallback_to_soft(true)
+            .build()
+            .unwrap();
+        let first = lock.lock_shared().unwrap();
+        // A second reader looks at the writers' turnstile, and that look
+        // fails as on a file system without locks.
+        for errno in sys::NO_LOCKS_ERRNOS {
+            INJECT_ERRNO.with(|e| e.set(Some(errno)));
+            let err = lock.try_lock_shared().unwrap_err();
+            INJECT_ERRNO.with(|e| e.set(None));
+            assert_eq!(err.kind(), ErrorKind::Unsupported, "errno {errno}");
+            assert_eq!(
+                lock.kind(),
+                Kind::Os,
+                "errno {errno}: switched while holding"
+            );
+        }
+        let other = std::fs::File::open(&path).unwrap();
+        assert!(
+            !sys::flock_try(&other, Mode::Exclusive).unwrap(),
+            "the first guard's kernel lock was given up"
+        );
+        drop(first);
+        assert!(sys::flock_try(&other, Mode::Exclusive).unwrap());
+    }
+
+    #[test]
     fn a_wait_cut_for_reporting_still_detects_a_deadlock() {
         let dir = tempfile::tempdir().unwrap();
         let lock = FileLock::new(dir.path().join("r.lock")).unwrap();
