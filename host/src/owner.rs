@@ -22,31 +22,61 @@ static NEXT: AtomicU64 = AtomicU64::new(1);
 /// atomic operation that a thread's own block of numbers does not.
 const BLOCK: u64 = 1 << 16;
 
+/// What a thread keeps to name owners: itself (0 until first asked), and
+/// its block of fresh owners.
+#[derive(Clone, Copy)]
+struct Local {
+    me: u64,
+    next: u64,
+    end: u64,
+}
+
 thread_local! {
-    /// The next owner this thread hands out, and the end of its block.
-    static BLOCK_LEFT: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    static LOCAL: Cell<Local> = const { Cell::new(Local { me: 0, next: 0, end: 0 }) };
+}
+
+impl Local {
+    fn with<R>(f: impl FnOnce(&mut Local) -> R) -> R {
+        LOCAL.with(|cell| {
+            let mut local = cell.get();
+            let r = f(&mut local);
+            cell.set(local);
+            r
+        })
+    }
+
+    fn fresh(&mut self) -> Owner {
+        if self.next == self.end {
+            self.next = NEXT.fetch_add(BLOCK, Ordering::Relaxed);
+            self.end = self.next + BLOCK;
+        }
+        self.next += 1;
+        Owner(self.next - 1)
+    }
+
+    fn me(&mut self) -> Owner {
+        if self.me == 0 {
+            self.me = self.fresh().0;
+        }
+        Owner(self.me)
+    }
 }
 
 impl Owner {
     /// A fresh owner that no one else has.
     pub(crate) fn unique() -> Owner {
-        BLOCK_LEFT.with(|left| {
-            let (mut next, mut end) = left.get();
-            if next == end {
-                next = NEXT.fetch_add(BLOCK, Ordering::Relaxed);
-                end = next + BLOCK;
-            }
-            left.set((next + 1, end));
-            Owner(next)
-        })
+        Local::with(Local::fresh)
     }
 
     /// The calling thread.
     pub(crate) fn current_thread() -> Owner {
-        thread_local! {
-            static ME: Owner = Owner::unique();
-        }
-        ME.with(|me| *me)
+        Local::with(Local::me)
+    }
+
+    /// A fresh owner and the calling thread, in one look at the thread's
+    /// state (every blocking acquisition needs both).
+    pub(crate) fn unique_and_thread() -> (Owner, Owner) {
+        Local::with(|local| (local.fresh(), local.me()))
     }
 }
 

@@ -47,6 +47,16 @@ fn soft_locks_are_exclusive_only() {
     let e = lock.lock_shared().unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsupported);
     assert!(e.to_string().contains("exclusive"), "{e}");
+    // A re-entrant holder may ask again for less than it holds: that is a
+    // count, not a shared soft lock.
+    let path = dir.path().join("r.lock");
+    let reentrant = FileLock::builder(&path).soft().reentrant().build().unwrap();
+    let outer = reentrant.lock().unwrap();
+    let inner = reentrant.try_lock_shared().unwrap();
+    assert_eq!(reentrant.hold_count(), 2);
+    drop(inner);
+    drop(outer);
+    assert!(!path.exists(), "the marker goes with the last hold");
 }
 
 #[test]

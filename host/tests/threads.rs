@@ -148,6 +148,78 @@ fn threads_sharing_one_handle_exclude_each_other() {
     assert_eq!(read_counter(&counter), 800);
 }
 
+/// The uncontended path books a hold before it asks the kernel; when the
+/// kernel says no (another open file holds the lock), the hold and the
+/// process's claim on the kernel lock are taken back. Threads race that
+/// window here against a holder outside the engine, with a witness of who is
+/// inside. (That a waiter queued behind a refused claim is served is a unit
+/// test in the manager, which can hold the window open.)
+#[test]
+fn a_claim_the_kernel_refuses_is_taken_back() {
+    let dir = tmp();
+    let path = dir.path().join("claimed.lock");
+    let lock = FileLock::new(&path).unwrap();
+    // The engine opens the lock file; the outside holder opens its own.
+    drop(lock.lock().unwrap());
+    let outside = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let inside = AtomicUsize::new(0);
+    let most = AtomicUsize::new(0);
+    let refused = AtomicUsize::new(0);
+    let enter = || {
+        let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+        most.fetch_max(now, Ordering::SeqCst);
+        std::thread::yield_now();
+        inside.fetch_sub(1, Ordering::SeqCst);
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..50 {
+                fs4::FileExt::lock(&outside).unwrap();
+                enter();
+                std::thread::sleep(Duration::from_micros(300));
+                fs4::FileExt::unlock(&outside).unwrap();
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        });
+        for t in 0..6 {
+            let (lock, enter, refused) = (&lock, &enter, &refused);
+            s.spawn(move || {
+                for i in 0..200 {
+                    let guard = if (t + i) % 2 == 0 {
+                        match lock.try_lock() {
+                            Ok(g) => g,
+                            Err(e) => {
+                                assert_eq!(e.kind(), ErrorKind::WouldBlock);
+                                refused.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                        }
+                    } else {
+                        lock.lock().unwrap()
+                    };
+                    enter();
+                    drop(guard);
+                }
+            });
+        }
+    });
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        1,
+        "two holders were inside at once"
+    );
+    assert!(
+        refused.load(Ordering::Relaxed) > 0,
+        "the outside holder never refused a try"
+    );
+    // Nothing stayed booked or held: the outside file takes the lock at once.
+    assert!(fs4::FileExt::try_lock(&outside).is_ok());
+}
+
 #[test]
 fn two_handles_in_one_process_exclude_each_other() {
     let dir = tmp();

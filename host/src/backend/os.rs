@@ -4,6 +4,7 @@ use std::ffi::CStr;
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use super::Backend;
@@ -153,12 +154,12 @@ impl PathCheck<'_> {
     /// over it (no links left) and any other rename (it changes the change
     /// time) at once. See [`trustworthy`] for the change times that cannot
     /// vouch for that.
-    pub(crate) fn still_named(&self, verified: &mut Option<i128>) -> std::io::Result<bool> {
+    pub(crate) fn still_named(&self, verified: &Verified) -> std::io::Result<bool> {
         let st = sys::fstat(self.file)?;
         if st.nlink == 0 {
             return Ok(false);
         }
-        if *verified == Some(st.ctime_ns) {
+        if verified.get() == Some(st.ctime_ns) {
             return Ok(true);
         }
         let current = match sys::lstat_at(self.parent.as_fd(), self.name) {
@@ -166,8 +167,34 @@ impl PathCheck<'_> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => return Err(e),
         };
-        *verified = (current && trustworthy(st.ctime_ns)).then_some(st.ctime_ns);
+        verified.set((current && trustworthy(st.ctime_ns)).then_some(st.ctime_ns));
         Ok(current)
+    }
+}
+
+/// The lock file's change time when the path was last seen to name it.
+///
+/// An atomic, so that the uncontended path can read and keep it without the
+/// handle's lock. Checks that race may store each other's findings in any
+/// order: each says "at this change time the path named the file", which
+/// stays true, and a later change moves the change time.
+#[derive(Debug, Default)]
+pub(crate) struct Verified(AtomicU64);
+
+impl Verified {
+    /// Nothing verified (0 is no trustworthy change time: it has no fraction).
+    const NONE: u64 = 0;
+
+    pub(crate) fn get(&self) -> Option<i128> {
+        match self.0.load(Ordering::Relaxed) {
+            Self::NONE => None,
+            ns => Some(i128::from(ns)),
+        }
+    }
+
+    pub(crate) fn set(&self, ctime_ns: Option<i128>) {
+        let ns = ctime_ns.and_then(|ns| u64::try_from(ns).ok());
+        self.0.store(ns.unwrap_or(Self::NONE), Ordering::Relaxed);
     }
 }
 

@@ -5,22 +5,22 @@ use std::marker::PhantomData;
 use std::ops::Deref;
 use std::sync::Arc;
 
+use super::fast::Granted;
 use super::{FileLock, Request};
-use crate::manager::Entry;
 use crate::{Mode, Result};
 
 /// One hold and the handle it was taken through; `L` borrows or owns it.
 struct Hold<L: Deref<Target = FileLock>> {
     lock: L,
     req: Request,
-    /// The lock file's entry the hold was granted in: where a guard's own
-    /// hold is released, and what [`Hold::file`] reads.
-    entry: Arc<Entry>,
+    /// Where the hold was granted: where a guard's own hold is released, and
+    /// what [`Hold::file`] reads.
+    entry: Granted,
     released: bool,
 }
 
 impl<L: Deref<Target = FileLock>> Hold<L> {
-    fn new(lock: L, req: Request, entry: Arc<Entry>) -> Self {
+    fn new(lock: L, req: Request, entry: Granted) -> Self {
         Hold {
             lock,
             req,
@@ -33,14 +33,17 @@ impl<L: Deref<Target = FileLock>> Hold<L> {
         self.released = true;
         let Request { owner, party, .. } = self.req;
         if self.req.solo {
-            self.lock.release_in(&self.entry, owner, party)
+            self.lock
+                .release_in(self.lock.granted(&self.entry), owner, party)
         } else {
             self.lock.release(owner)
         }
     }
 
     fn file(&self) -> Option<&File> {
-        self.lock.file().or_else(|| self.entry.backend().file())
+        self.lock
+            .file()
+            .or_else(|| self.lock.granted(&self.entry).backend().file())
     }
 }
 
@@ -130,7 +133,7 @@ pub struct LockGuard<'a> {
 }
 
 impl<'a> LockGuard<'a> {
-    pub(super) fn new(lock: &'a FileLock, req: Request, entry: Arc<Entry>) -> Self {
+    pub(super) fn new(lock: &'a FileLock, req: Request, entry: Granted) -> Self {
         LockGuard {
             hold: Hold::new(lock, req, entry),
             _thread_bound: PhantomData,
@@ -166,7 +169,7 @@ pub struct AsyncLockGuard<'a> {
 }
 
 impl<'a> AsyncLockGuard<'a> {
-    pub(super) fn new(lock: &'a FileLock, req: Request, entry: Arc<Entry>) -> Self {
+    pub(super) fn new(lock: &'a FileLock, req: Request, entry: Granted) -> Self {
         AsyncLockGuard {
             hold: Hold::new(lock, req, entry),
         }
@@ -197,7 +200,7 @@ pub struct OwnedLockGuard {
 }
 
 impl OwnedLockGuard {
-    pub(super) fn new(lock: Arc<FileLock>, req: Request, entry: Arc<Entry>) -> Self {
+    pub(super) fn new(lock: Arc<FileLock>, req: Request, entry: Granted) -> Self {
         OwnedLockGuard {
             hold: Hold::new(lock, req, entry),
         }

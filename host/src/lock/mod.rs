@@ -1,8 +1,11 @@
 //! `FileLock`: a lock on a path or on an open file. Every acquisition is a
 //! hold of its own, owned by the guard it returns.
 
+mod books;
 mod builder;
 mod engine;
+mod fast;
+mod file;
 mod guard;
 mod owned;
 mod task;
@@ -10,15 +13,17 @@ mod thread;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Mutex, OnceLock};
 
+use books::Inner;
 pub use builder::FileLockBuilder;
 use builder::Options;
-use engine::Inner;
 pub(crate) use engine::Request;
 pub(crate) use engine::next_handle_id;
 pub use guard::{AsyncLockGuard, LockGuard, OwnedLockGuard};
 
+use crate::backend::os::Verified;
 use crate::target::Target;
 use crate::{Error, ErrorKind, Holder, Kind, Result, sys};
 #[cfg(doc)]
@@ -84,6 +89,12 @@ pub struct FileLock {
     source: Source,
     options: Options,
     inner: Mutex<Inner>,
+    /// The first lock file's entry, kept for the handle's life.
+    first: OnceLock<fast::First>,
+    /// Whether the handle still uses `first`, so that a guard may take it
+    /// without the handle's lock.
+    fast: AtomicBool,
+    verified: Verified,
 }
 
 /// What the lock is on.
@@ -184,6 +195,9 @@ impl FileLock {
             source,
             options,
             inner: Mutex::new(Inner::new(kind)),
+            first: OnceLock::new(),
+            fast: AtomicBool::new(false),
+            verified: Verified::default(),
         }
     }
 

@@ -187,11 +187,11 @@ impl FileLock {
     /// The request of a thread-bound acquisition: a re-entrant handle's
     /// owner is the thread itself, else the hold is new.
     fn thread_request(&self, mode: Mode, wait: Wait) -> Request {
-        let thread = Owner::current_thread();
+        let (fresh, thread) = Owner::unique_and_thread();
         let req = if self.options.reentrant {
             Request::new(thread, mode)
         } else {
-            Request::solo(mode)
+            Request::solo_of(fresh, mode)
         };
         req.held_by(thread).blocking(thread, wait)
     }

@@ -149,6 +149,54 @@ impl Entry {
         }
     }
 
+    /// [`try_acquire`](Self::try_acquire) in exclusive mode, asking the
+    /// backend outside the entry's lock when nobody here holds, wants or
+    /// waits for the lock: the hold is booked first, so that everyone here
+    /// sees the lock taken (and waits or queues), and it is taken back if
+    /// the backend or `confirm` refuses. An uncontended lock then releases
+    /// no lock after its system calls, which costs several times what it
+    /// costs before them (the release waits for the kernel's stores).
+    pub(crate) fn try_claim(
+        self: &Arc<Self>,
+        id: HolderId,
+        confirm: impl FnOnce() -> Result<bool>,
+    ) -> Result<Attempt> {
+        {
+            let mut st = self.state();
+            let idle = st.holds.is_empty()
+                && st.queue.is_empty()
+                && st.backend_mode.is_none()
+                && !st.blocking;
+            if !idle {
+                drop(st);
+                return self.try_acquire(id, Mode::Exclusive, confirm);
+            }
+            st.holds.push(Hold {
+                id,
+                mode: Mode::Exclusive,
+            });
+            st.backend_mode = Some(Mode::Exclusive);
+        }
+        let outcome = match self.backend.try_acquire(Mode::Exclusive) {
+            Ok(true) => match confirm() {
+                Ok(true) => return Ok(Attempt::Held),
+                // Given back while the claim still keeps everyone else out.
+                refused => match self.backend.release(Mode::Exclusive) {
+                    Ok(()) => refused.map(|_| Attempt::Refused),
+                    Err(e) => refused.and(Err(e)),
+                },
+            },
+            Ok(false) => Ok(Attempt::Busy),
+            Err(e) => Err(e),
+        };
+        let mut st = self.state();
+        st.holds.retain(|h| h.id != id);
+        st.backend_mode = None;
+        // Whoever queued behind the claim is served now.
+        self.dispatch_logged(&mut st);
+        outcome
+    }
+
     /// Whether `party` holds this lock, through any handle, in a way that
     /// excludes a request in `mode`.
     pub(crate) fn held_against(&self, party: Owner, mode: Mode) -> bool {
@@ -372,5 +420,99 @@ impl Drop for Unwinding<'_> {
         for (w, _) in st.queue.drain(..) {
             w.fail(err.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::mpsc::{Receiver, Sender, channel};
+    use std::sync::{Condvar, Mutex};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::Holder;
+
+    /// A lock that another process holds until `free` is called. Its first
+    /// attempt stops until the test lets it go on, holding the claim open.
+    struct Outside {
+        held: Mutex<bool>,
+        freed: Condvar,
+        first: Mutex<Option<(Sender<()>, Receiver<()>)>>,
+    }
+
+    impl Outside {
+        fn free(&self) {
+            *self.held.lock().unwrap() = false;
+            self.freed.notify_all();
+        }
+    }
+
+    // On the `Arc`, so that the test keeps a handle on the entry's backend.
+    impl Backend for Arc<Outside> {
+        fn try_acquire(&self, _: Mode) -> Result<bool> {
+            if let Some((started, go_on)) = self.first.lock().unwrap().take() {
+                started.send(()).unwrap();
+                go_on.recv().unwrap();
+            }
+            Ok(!*self.held.lock().unwrap())
+        }
+        fn acquire_blocking(&self, _: Mode, _: &dyn Fn() -> bool) -> Result<bool> {
+            let held = self.held.lock().unwrap();
+            drop(self.freed.wait_while(held, |h| *h).unwrap());
+            Ok(true)
+        }
+        fn release(&self, _: Mode) -> Result<()> {
+            Ok(())
+        }
+        fn path(&self) -> &Path {
+            Path::new("outside.lock")
+        }
+        fn holder(&self) -> Result<Option<Holder>> {
+            Ok(None)
+        }
+        fn is_locked(&self) -> Result<bool> {
+            Ok(*self.held.lock().unwrap())
+        }
+        fn break_lock(&self, _: bool) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn holder() -> HolderId {
+        HolderId {
+            handle: crate::lock::next_handle_id(),
+            owner: Owner::unique(),
+            party: None,
+        }
+    }
+
+    #[test]
+    fn a_waiter_that_queued_behind_a_refused_claim_is_served() {
+        let (started_tx, started) = channel();
+        let (go_on, go_on_rx) = channel();
+        let outside = Arc::new(Outside {
+            held: Mutex::new(true),
+            freed: Condvar::new(),
+            first: Mutex::new(Some((started_tx, go_on_rx))),
+        });
+        let backend: Box<dyn Backend> = Box::new(outside.clone());
+        let entry = entry(Key::Os(u64::MAX, 1), || Ok(backend)).unwrap();
+        std::thread::scope(|s| {
+            let claim = s.spawn(|| entry.try_claim(holder(), || Ok(true)));
+            started.recv().unwrap();
+            // The claim is booked and its attempt under way: a waiter queues
+            // behind it, and the attempt is refused.
+            let waiter = Pending::start(vec![entry.clone()], Mode::Exclusive, holder());
+            go_on.send(()).unwrap();
+            assert!(matches!(claim.join().unwrap(), Ok(Attempt::Busy)));
+            // Nobody acts here any more; the other process lets go.
+            outside.free();
+            let settled = waiter.wait(Some(Instant::now() + Duration::from_secs(10)));
+            assert!(
+                matches!(settled, Ok(0)),
+                "the waiter was not served: {settled:?}"
+            );
+        });
     }
 }
