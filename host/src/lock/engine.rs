@@ -172,9 +172,9 @@ impl FileLock {
 
     /// Re-entry, or one attempt; says whether waiting is needed.
     ///
-    /// This is the uncontended fast path: the handle's state stays locked
-    /// from re-entry check to recorded hold, so an acquisition costs one
-    /// handle lock, one entry lock, the `flock` and one `fstat`.
+    /// The full path, under the handle's lock from re-entry check to booked
+    /// hold: what the uncontended path in `fast.rs` leaves to it (counted
+    /// owners, a busy lock, a replaced file, errors, the first open).
     fn begin(&self, req: Request, wait: Wait) -> Result<Begin> {
         let id = self.holder_id(req.owner, req.party);
         for _ in 0..MAX_REPLACED {

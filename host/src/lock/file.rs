@@ -15,9 +15,9 @@ use crate::{Error, ErrorKind, Kind, Result, sys};
 impl FileLock {
     /// The safety work after the lock is won, before it is booked: that the
     /// path still names the file locked (`Ok(false)`: someone unlinked or
-    /// replaced it), and the file mode asked for. On the fast path it runs
-    /// under the entry's lock, right after the `flock`, so that the lock
-    /// costs one release of a lock after the system calls rather than two.
+    /// replaced it), and the file mode asked for. It runs right after the
+    /// `flock`: outside any lock on the uncontended path (the claim keeps
+    /// everyone else out), under the entry's lock on the full one.
     pub(super) fn confirm(&self, entry: &Entry, parent: Option<&OwnedFd>) -> Result<bool> {
         if let (Source::Path(target), Key::Os(dev, ino), Some(parent)) =
             (&self.source, entry.key(), parent)
