@@ -148,6 +148,20 @@ fn threads_sharing_one_handle_exclude_each_other() {
     assert_eq!(read_counter(&counter), 800);
 }
 
+/// A handle on `path` that has opened its lock file, and an open file of
+/// its own on it, for a holder outside the engine (the kernel treats it as
+/// another process).
+fn engine_and_outside(path: &std::path::Path) -> (FileLock, std::fs::File) {
+    let lock = FileLock::new(path).unwrap();
+    drop(lock.lock().unwrap());
+    let outside = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    (lock, outside)
+}
+
 /// The uncontended path books a hold before it asks the kernel; when the
 /// kernel says no (another open file holds the lock), the hold and the
 /// process's claim on the kernel lock are taken back. Threads race that
@@ -158,14 +172,7 @@ fn threads_sharing_one_handle_exclude_each_other() {
 fn a_claim_the_kernel_refuses_is_taken_back() {
     let dir = tmp();
     let path = dir.path().join("claimed.lock");
-    let lock = FileLock::new(&path).unwrap();
-    // The engine opens the lock file; the outside holder opens its own.
-    drop(lock.lock().unwrap());
-    let outside = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .unwrap();
+    let (lock, outside) = engine_and_outside(&path);
     let inside = AtomicUsize::new(0);
     let most = AtomicUsize::new(0);
     let refused = AtomicUsize::new(0);
@@ -429,6 +436,30 @@ fn the_lock_file_is_replaced_while_waiting_and_the_waiter_follows_the_path() {
         drop(g);
         assert!(!waiter.join().unwrap(), "the lock was split");
     });
+}
+
+/// A peer that deletes its lock file as it lets go (as older py-filelock
+/// did): the first waiter granted finds the file gone and releases its grant,
+/// which the queue hands to the second waiter at once. Neither may fail: the
+/// first forgets the old file and both follow the path.
+#[test]
+fn waiters_on_one_handle_follow_a_peer_that_deletes_the_lock_file() {
+    let dir = tmp();
+    let path = dir.path().join("peer.lock");
+    let (lock, peer) = engine_and_outside(&path);
+    fs4::FileExt::lock(&peer).unwrap();
+    std::thread::scope(|s| {
+        let waiters: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| lock.lock_timeout(Duration::from_secs(10)).map(drop)))
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        std::fs::remove_file(&path).unwrap();
+        fs4::FileExt::unlock(&peer).unwrap();
+        for waiter in waiters {
+            waiter.join().unwrap().unwrap();
+        }
+    });
+    assert!(path.exists(), "the waiters locked what the path names now");
 }
 
 #[test]

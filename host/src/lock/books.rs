@@ -65,7 +65,7 @@ impl FileLock {
         let solo: usize = self
             .books(inner.entry.as_ref())
             .map(|entry| {
-                entry.holds_where(|id| {
+                entry.holds_where(false, |id| {
                     id.handle == self.id
                         && id.party == Some(party)
                         && !inner.holds.contains_key(&id.owner)
@@ -75,13 +75,14 @@ impl FileLock {
         counted + u32::try_from(solo).unwrap_or(u32::MAX)
     }
 
-    /// Whether this handle holds the lock, for any owner. Only a handle that
-    /// holds nothing may give up its entry.
-    pub(super) fn holds_any(&self, inner: &Inner) -> bool {
+    /// Whether this handle holds the lock, for any owner; with
+    /// `confirmed_only`, not counting grants not yet completed and claims
+    /// being tried (see `manager::Hold::confirmed`).
+    pub(super) fn holds_any(&self, inner: &Inner, confirmed_only: bool) -> bool {
         !inner.holds.is_empty()
             || self
                 .books(inner.entry.as_ref())
-                .any(|e| e.holds_where(|id| id.handle == self.id) > 0)
+                .any(|e| e.holds_where(confirmed_only, |id| id.handle == self.id) > 0)
     }
 
     /// The entries this handle's holds can be booked in: its current one and

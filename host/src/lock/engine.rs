@@ -1,6 +1,7 @@
 //! The engine behind a handle: one acquisition is a [`Request`] for an
-//! owner, recorded in the handle's books and in the file's [`Entry`]. The
-//! public methods, the guest resources and the semaphore all come here.
+//! owner, booked in the file's [`Entry`] (and, for counted owners, in the
+//! handle's books). The public methods, the guest resources and the
+//! semaphore all come here.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -87,7 +88,7 @@ enum Begin {
     Wait(Arc<Entry>),
 }
 impl FileLock {
-    /// Acquires, blocking the thread while waiting. Returns the entry held.
+    /// Acquires, blocking the thread while waiting. Says where it was granted.
     pub(crate) fn acquire(&self, req: Request, wait: Wait) -> Result<Granted> {
         if self.try_fast(req) {
             return Ok(Granted::First);
@@ -259,6 +260,7 @@ impl FileLock {
         }
         match self.confirm(entry, inner.parent.as_deref()) {
             Ok(true) => {
+                entry.confirm_hold(id);
                 self.book(&mut inner.holds, req, entry)?;
                 Ok(true)
             }

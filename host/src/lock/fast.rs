@@ -5,8 +5,9 @@
 //! it lives ([`First`]), so a guard reaches it through the handle alone,
 //! without a lock or a reference count of its own. While that entry is still
 //! the one the handle uses (`FileLock::fast`), a guard's request tries it
-//! directly: one entry lock around the `flock` and the path re-check, which
-//! is what an uncontended lock costs beyond its system calls. Anything else
+//! directly: an exclusive one claims it (`Entry::try_claim`: the entry's lock
+//! is taken and released before the `flock` and the path re-check), a
+//! shared one takes the entry's lock around them. Anything else
 //! (a busy lock, a replaced file, an error, re-entrant and counted owners)
 //! takes the full path through `begin`, which decides again under the
 //! handle's lock.
@@ -47,12 +48,19 @@ impl FileLock {
             return false;
         };
         let id = self.holder_id(req.owner, req.party);
+        // Whoever gives the first entry up clears `fast` before it looks for
+        // holds in it (under the entry's lock): a request booked after that
+        // look sees `fast` cleared here, under the same lock, and backs off.
+        let still_first = || self.fast.load(Ordering::Acquire);
         let confirm = || self.confirm(&first.entry, first.parent.as_deref());
         // Errors are not final here: the full path meets them again and
         // decides (a fallback, a replaced file) under the handle's lock.
         let attempt = match req.mode {
-            Mode::Exclusive => first.entry.try_claim(id, confirm),
-            Mode::Shared => first.entry.try_acquire(id, req.mode, confirm),
+            Mode::Exclusive => first.entry.try_claim(id, still_first, confirm),
+            Mode::Shared => {
+                let confirm = || if still_first() { confirm() } else { Ok(false) };
+                first.entry.try_acquire(id, req.mode, confirm)
+            }
         };
         let held = matches!(attempt, Ok(Attempt::Held));
         if held {

@@ -16,8 +16,8 @@ impl FileLock {
     /// The safety work after the lock is won, before it is booked: that the
     /// path still names the file locked (`Ok(false)`: someone unlinked or
     /// replaced it), and the file mode asked for. It runs right after the
-    /// `flock`: outside any lock on the uncontended path (the claim keeps
-    /// everyone else out), under the entry's lock on the full one.
+    /// `flock`: outside any lock for a claim (which keeps everyone else
+    /// out), under the entry's lock otherwise.
     pub(super) fn confirm(&self, entry: &Entry, parent: Option<&OwnedFd>) -> Result<bool> {
         if let (Source::Path(target), Key::Os(dev, ino), Some(parent)) =
             (&self.source, entry.key(), parent)
@@ -46,14 +46,18 @@ impl FileLock {
     /// The lock file was found replaced after the lock was given back: drop
     /// the entry so that the next attempt opens what the path names now.
     pub(super) fn forget_replaced(&self, inner: &mut Inner) -> Result<()> {
-        if self.holds_any(inner) {
+        // No guard may take the old file by the uncontended path after the
+        // look below.
+        self.fast.store(false, Ordering::Release);
+        // A grant on the old file not completed yet will find it replaced
+        // and try again, as this one does; a guard that holds it stays.
+        if self.holds_any(inner, true) {
             // Another hold of this handle is on the old file and will be
             // released there.
             return Err(Error::new(ErrorKind::Io, self.path()).with_detail(
                 "the lock file was replaced while another guard of this handle holds it",
             ));
         }
-        self.fast.store(false, Ordering::Release);
         inner.entry = None;
         self.verified.set(None);
         tracing::debug!(path = %self.path().display(), "lock file was replaced; retrying");
@@ -61,13 +65,19 @@ impl FileLock {
     }
 
     /// Whether to switch to a soft lock after `e`: never while this handle
-    /// holds the OS lock (its holds would be lost with the entry).
+    /// holds the OS lock or is trying to (those holds would go on beside
+    /// the soft lock). Asking closes the uncontended path first, so that no
+    /// claim starts after the look.
     pub(super) fn fallback_applies(&self, e: &Error, inner: &Inner) -> bool {
-        self.options.fallback_to_soft
+        let wanted = self.options.fallback_to_soft
             && e.kind() == ErrorKind::Unsupported
             && matches!(self.source, Source::Path(_))
-            && inner.kind == Kind::Os
-            && !self.holds_any(inner)
+            && inner.kind == Kind::Os;
+        if !wanted {
+            return false;
+        }
+        self.fast.store(false, Ordering::Release);
+        !self.holds_any(inner, false)
     }
 
     pub(super) fn switch_to_soft(&self, inner: &mut Inner, why: &Error) {

@@ -33,6 +33,11 @@ pub(crate) struct HolderId {
 struct Hold {
     id: HolderId,
     mode: Mode,
+    /// Its handle has confirmed it (the path still named the file when it
+    /// was booked). A waiter's grant is not, until the handle completes it;
+    /// a claim never is: it excludes every other grant while it lasts, so
+    /// the only claims the handle's checks can meet are still being tried.
+    confirmed: bool,
 }
 
 struct State {
@@ -139,7 +144,11 @@ impl Entry {
         };
         match confirmed {
             Ok(true) => {
-                st.holds.push(Hold { id, mode });
+                st.holds.push(Hold {
+                    id,
+                    mode,
+                    confirmed: true,
+                });
                 Ok(Attempt::Held)
             }
             refused => {
@@ -151,14 +160,16 @@ impl Entry {
 
     /// [`try_acquire`](Self::try_acquire) in exclusive mode, asking the
     /// backend outside the entry's lock when nobody here holds, wants or
-    /// waits for the lock: the hold is booked first, so that everyone here
-    /// sees the lock taken (and waits or queues), and it is taken back if
-    /// the backend or `confirm` refuses. An uncontended lock then releases
-    /// no lock after its system calls, which costs several times what it
-    /// costs before them (the release waits for the kernel's stores).
+    /// waits for the lock and `admit` (asked under the entry's lock) agrees:
+    /// the hold is booked first, so that everyone here sees the lock taken
+    /// (and waits or queues), and it is taken back if the backend or
+    /// `confirm` refuses, or `confirm` panics. An uncontended lock then
+    /// releases no lock after its system calls, which costs several times
+    /// what it costs before them (the release waits for the kernel's stores).
     pub(crate) fn try_claim(
         self: &Arc<Self>,
         id: HolderId,
+        admit: impl FnOnce() -> bool,
         confirm: impl FnOnce() -> Result<bool>,
     ) -> Result<Attempt> {
         {
@@ -167,34 +178,41 @@ impl Entry {
                 && st.queue.is_empty()
                 && st.backend_mode.is_none()
                 && !st.blocking;
-            if !idle {
+            if !idle || !admit() {
                 drop(st);
                 return self.try_acquire(id, Mode::Exclusive, confirm);
             }
             st.holds.push(Hold {
                 id,
                 mode: Mode::Exclusive,
+                confirmed: false,
             });
             st.backend_mode = Some(Mode::Exclusive);
         }
-        let outcome = match self.backend.try_acquire(Mode::Exclusive) {
-            Ok(true) => match confirm() {
-                Ok(true) => return Ok(Attempt::Held),
-                // Given back while the claim still keeps everyone else out.
-                refused => match self.backend.release(Mode::Exclusive) {
+        let mut claim = Claim {
+            entry: self,
+            id,
+            won: false,
+        };
+        match self.backend.try_acquire(Mode::Exclusive) {
+            Ok(true) => claim.won = true,
+            Ok(false) => return Ok(Attempt::Busy),
+            Err(e) => return Err(e),
+        }
+        match confirm() {
+            Ok(true) => {
+                // Booked and won: nothing to take back.
+                std::mem::forget(claim);
+                Ok(Attempt::Held)
+            }
+            refused => {
+                claim.won = false;
+                match self.backend.release(Mode::Exclusive) {
                     Ok(()) => refused.map(|_| Attempt::Refused),
                     Err(e) => refused.and(Err(e)),
-                },
-            },
-            Ok(false) => Ok(Attempt::Busy),
-            Err(e) => Err(e),
-        };
-        let mut st = self.state();
-        st.holds.retain(|h| h.id != id);
-        st.backend_mode = None;
-        // Whoever queued behind the claim is served now.
-        self.dispatch_logged(&mut st);
-        outcome
+                }
+            }
+        }
     }
 
     /// Whether `party` holds this lock, through any handle, in a way that
@@ -211,9 +229,25 @@ impl Entry {
         !self.state().holds.is_empty()
     }
 
-    /// How many holds in the books `counts` (a handle's, a party's).
-    pub(crate) fn holds_where(&self, counts: impl Fn(&HolderId) -> bool) -> usize {
-        self.state().holds.iter().filter(|h| counts(&h.id)).count()
+    /// How many holds in the books `counts` (a handle's, a party's);
+    /// with `confirmed_only`, only those their handle has confirmed.
+    pub(crate) fn holds_where(
+        &self,
+        confirmed_only: bool,
+        counts: impl Fn(&HolderId) -> bool,
+    ) -> usize {
+        self.state()
+            .holds
+            .iter()
+            .filter(|h| (h.confirmed || !confirmed_only) && counts(&h.id))
+            .count()
+    }
+
+    /// A waiter's grant has been confirmed by its handle.
+    pub(crate) fn confirm_hold(&self, id: HolderId) {
+        if let Some(h) = self.state().holds.iter_mut().find(|h| h.id == id) {
+            h.confirmed = true;
+        }
     }
 
     /// Drops every hold taken through `handle` (it is going away).
@@ -319,6 +353,7 @@ impl Entry {
                         st.holds.push(Hold {
                             id: front.holder,
                             mode: front.mode,
+                            confirmed: false,
                         });
                     }
                 }
@@ -403,6 +438,30 @@ impl Entry {
     }
 }
 
+/// A claim being tried ([`Entry::try_claim`]). Dropped, it takes the claim
+/// back: the kernel lock if it was won, the hold, the process's mode, and
+/// serves whoever queued behind it.
+struct Claim<'a> {
+    entry: &'a Arc<Entry>,
+    id: HolderId,
+    won: bool,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let entry = self.entry;
+        if self.won
+            && let Err(e) = entry.backend.release(Mode::Exclusive)
+        {
+            tracing::warn!(path = %entry.backend.path().display(), error = %e, "giving back a refused claim failed");
+        }
+        let mut st = entry.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.holds.retain(|h| h.id != self.id);
+        st.backend_mode = None;
+        entry.dispatch_logged(&mut st);
+    }
+}
+
 /// Armed while a thread waits on the backend: if that thread unwinds, the
 /// entry must not stay marked as waited for by nobody, and the waiters
 /// queued behind it get an error instead of waiting forever.
@@ -426,6 +485,7 @@ impl Drop for Unwinding<'_> {
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::mpsc::{Receiver, Sender, channel};
     use std::sync::{Condvar, Mutex};
     use std::time::{Duration, Instant};
@@ -439,6 +499,8 @@ mod tests {
         held: Mutex<bool>,
         freed: Condvar,
         first: Mutex<Option<(Sender<()>, Receiver<()>)>>,
+        /// How often this process gave the lock back.
+        released: AtomicUsize,
     }
 
     impl Outside {
@@ -463,6 +525,7 @@ mod tests {
             Ok(true)
         }
         fn release(&self, _: Mode) -> Result<()> {
+            self.released.fetch_add(1, Ordering::SeqCst);
             Ok(())
         }
         fn path(&self) -> &Path {
@@ -495,11 +558,12 @@ mod tests {
             held: Mutex::new(true),
             freed: Condvar::new(),
             first: Mutex::new(Some((started_tx, go_on_rx))),
+            released: AtomicUsize::new(0),
         });
         let backend: Box<dyn Backend> = Box::new(outside.clone());
         let entry = entry(Key::Os(u64::MAX, 1), || Ok(backend)).unwrap();
         std::thread::scope(|s| {
-            let claim = s.spawn(|| entry.try_claim(holder(), || Ok(true)));
+            let claim = s.spawn(|| entry.try_claim(holder(), || true, || Ok(true)));
             started.recv().unwrap();
             // The claim is booked and its attempt under way: a waiter queues
             // behind it, and the attempt is refused.
@@ -514,5 +578,31 @@ mod tests {
                 "the waiter was not served: {settled:?}"
             );
         });
+    }
+
+    #[test]
+    fn a_claim_whose_check_panics_is_taken_back() {
+        let outside = Arc::new(Outside {
+            held: Mutex::new(false),
+            freed: Condvar::new(),
+            first: Mutex::new(None),
+            released: AtomicUsize::new(0),
+        });
+        let backend: Box<dyn Backend> = Box::new(outside.clone());
+        let entry = entry(Key::Os(u64::MAX, 2), || Ok(backend)).unwrap();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            entry.try_claim(holder(), || true, || panic!("the path check failed"))
+        }));
+        assert!(panicked.is_err());
+        assert_eq!(
+            outside.released.load(Ordering::SeqCst),
+            1,
+            "the kernel lock won by the claim was given back"
+        );
+        assert!(!entry.held_locally(), "the claim's hold stayed booked");
+        assert!(matches!(
+            entry.try_claim(holder(), || true, || Ok(true)),
+            Ok(Attempt::Held)
+        ));
     }
 }
