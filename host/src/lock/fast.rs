@@ -57,6 +57,7 @@ impl FileLock {
         // decides (a fallback, a replaced file) under the handle's lock.
         let attempt = match req.mode {
             Mode::Exclusive => first.entry.try_claim(id, still_first, confirm),
+            // The check runs under the entry's lock, where it counts.
             Mode::Shared => {
                 let confirm = || if still_first() { confirm() } else { Ok(false) };
                 first.entry.try_acquire(id, req.mode, confirm)

@@ -158,9 +158,10 @@ impl Entry {
         }
     }
 
-    /// [`try_acquire`](Self::try_acquire) in exclusive mode, asking the
+    /// [`try_acquire`](Self::try_acquire) in exclusive mode, for a caller
+    /// that `admit` (asked under the entry's lock) still lets in, asking the
     /// backend outside the entry's lock when nobody here holds, wants or
-    /// waits for the lock and `admit` (asked under the entry's lock) agrees:
+    /// waits for the lock:
     /// the hold is booked first, so that everyone here sees the lock taken
     /// (and waits or queues), and it is taken back if the backend or
     /// `confirm` refuses, or `confirm` panics. An uncontended lock then
@@ -169,7 +170,7 @@ impl Entry {
     pub(crate) fn try_claim(
         self: &Arc<Self>,
         id: HolderId,
-        admit: impl FnOnce() -> bool,
+        admit: impl Fn() -> bool,
         confirm: impl FnOnce() -> Result<bool>,
     ) -> Result<Attempt> {
         {
@@ -178,9 +179,13 @@ impl Entry {
                 && st.queue.is_empty()
                 && st.backend_mode.is_none()
                 && !st.blocking;
-            if !idle || !admit() {
+            if !idle {
                 drop(st);
+                let confirm = || if admit() { confirm() } else { Ok(false) };
                 return self.try_acquire(id, Mode::Exclusive, confirm);
+            }
+            if !admit() {
+                return Ok(Attempt::Busy);
             }
             st.holds.push(Hold {
                 id,
