@@ -5,6 +5,7 @@
 //! semaphore slot) in the handle too, with its count.
 
 use std::os::fd::OwnedFd;
+use std::path::Path;
 use std::sync::{Arc, MutexGuard};
 
 use super::{FileLock, Request};
@@ -30,6 +31,17 @@ pub(super) struct Held {
     mode: Mode,
     count: u32,
     party: Option<Owner>,
+}
+
+impl Held {
+    /// One more hold of the same owner; refused when the count is full.
+    fn count_up(&mut self, path: &Path) -> Result<()> {
+        self.count = self
+            .count
+            .checked_add(1)
+            .ok_or_else(|| Error::new(ErrorKind::QuotaExceeded, path))?;
+        Ok(())
+    }
 }
 
 impl Inner {
@@ -87,7 +99,7 @@ impl FileLock {
 
     /// The entries this handle's holds can be booked in: its current one and
     /// its first, if that is another.
-    pub(super) fn books<'a>(
+    fn books<'a>(
         &'a self,
         current: Option<&'a Arc<Entry>>,
     ) -> impl Iterator<Item = &'a Arc<Entry>> {
@@ -129,11 +141,7 @@ impl FileLock {
         // waits queued on one handle): one hold in the entry is enough, the
         // count keeps the rest.
         entry.release(self.holder_id(req.owner, req.party))?;
-        held.count = held
-            .count
-            .checked_add(1)
-            .ok_or_else(|| Error::new(ErrorKind::QuotaExceeded, self.path()))?;
-        Ok(())
+        held.count_up(self.path())
     }
 
     /// Counts up if `req.owner` already holds this handle.
@@ -147,17 +155,14 @@ impl FileLock {
                  upgrading would wait for each other); release the shared hold first",
             ));
         }
-        held.count = held
-            .count
-            .checked_add(1)
-            .ok_or_else(|| Error::new(ErrorKind::QuotaExceeded, self.path()))?;
+        held.count_up(self.path())?;
         Ok(inner.entry.clone())
     }
 
     /// Releases `owner`'s hold in `entry`, the one it was granted in. A
     /// guard's own hold (see [`Request::solo`]) is released this way without
     /// the handle's lock: the entry's books are its only record, and the
-    /// handle keeps that entry while it holds.
+    /// guard reaches the entry itself (`Granted`).
     pub(crate) fn release_in(
         &self,
         entry: &Arc<Entry>,
@@ -189,7 +194,7 @@ impl FileLock {
         self.release_entry(&inner, owner, held)
     }
 
-    pub(super) fn release_entry(&self, inner: &Inner, owner: Owner, held: Held) -> Result<()> {
+    fn release_entry(&self, inner: &Inner, owner: Owner, held: Held) -> Result<()> {
         let entry = inner
             .entry
             .as_ref()

@@ -87,6 +87,7 @@ enum Begin {
     Held(Granted),
     Wait(Arc<Entry>),
 }
+
 impl FileLock {
     /// Acquires, blocking the thread while waiting. Says where it was granted.
     pub(crate) fn acquire(&self, req: Request, wait: Wait) -> Result<Granted> {

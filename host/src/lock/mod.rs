@@ -94,6 +94,7 @@ pub struct FileLock {
     /// Whether the handle still uses `first`, so that a guard may take it
     /// without the handle's lock.
     fast: AtomicBool,
+    /// When the path was last seen to name the lock file.
     verified: Verified,
 }
 

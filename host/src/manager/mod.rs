@@ -210,13 +210,10 @@ impl Entry {
                 std::mem::forget(claim);
                 Ok(Attempt::Held)
             }
-            refused => {
-                claim.won = false;
-                match self.backend.release(Mode::Exclusive) {
-                    Ok(()) => refused.map(|_| Attempt::Refused),
-                    Err(e) => refused.and(Err(e)),
-                }
-            }
+            refused => match claim.give_back() {
+                Ok(()) => refused.map(|_| Attempt::Refused),
+                Err(e) => refused.and(Err(e)),
+            },
         }
     }
 
@@ -452,12 +449,21 @@ struct Claim<'a> {
     won: bool,
 }
 
+impl Claim<'_> {
+    /// Gives the kernel lock back if the claim won it (once).
+    fn give_back(&mut self) -> Result<()> {
+        if std::mem::take(&mut self.won) {
+            self.entry.backend.release(Mode::Exclusive)
+        } else {
+            Ok(())
+        }
+    }
+}
+
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
         let entry = self.entry;
-        if self.won
-            && let Err(e) = entry.backend.release(Mode::Exclusive)
-        {
+        if let Err(e) = self.give_back() {
             tracing::warn!(path = %entry.backend.path().display(), error = %e, "giving back a refused claim failed");
         }
         let mut st = entry.state.lock().unwrap_or_else(|e| e.into_inner());
