@@ -22,7 +22,7 @@ async fn main() -> wasmtime::Result<()> {
     // WASI and the lock interface, over one resource table per store.
     let mut linker = Linker::<WasiLockHost>::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    wasmlock::add_to_linker(&mut linker)?;
+    wasmlock::add_to_linker_async(&mut linker)?;
 
     let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("counter"), "0")?;

@@ -1,5 +1,6 @@
-//! Bindings for `wasmlock:lock`, generated from `wit/`. WASI types come from
-//! the `wasip2` crate, so a descriptor from `wasip2` is the same type here.
+//! Bindings for `wasmlock:lock@0.2.0`, generated from `wit/`. WASI types
+//! come from the `wasip2` crate, so a descriptor from `wasip2` is the same
+//! type here.
 
 wit_bindgen::generate!({
     path: "wit",

@@ -1,40 +1,15 @@
-//! Errors, one case per failure, each naming the lock path.
+//! Errors: one kind per failure (the WIT `error-code`, shared with the host
+//! through `wasmlock-types`), and a message naming the lock.
 
 use std::fmt;
 
-use crate::bindings::wasmlock::lock::types::Error as Raw;
+use crate::bindings::wasmlock::lock::types::ErrorCode as Raw;
 
-/// Which failure it was; the same cases as the host's `wasmlock::ErrorKind`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// A try-once attempt found the lock held.
-    WouldBlock,
-    /// A bounded wait ran out (also when the host caps a "forever" wait).
-    Timeout,
-    /// Release without holding.
-    NotHeld,
-    /// Held by someone else, who alone may release it.
-    NotOwner,
-    /// Waiting forever for a lock this plugin already holds through another
-    /// handle, or upgrading shared to exclusive.
-    Deadlock,
-    /// A read-only directory or file, a path out of the granted directory,
-    /// or something the host does not allow.
-    PermissionDenied,
-    /// The path cannot name a lock file.
-    InvalidPath,
-    /// No locks on that file system, or not for this kind or mode.
-    Unsupported,
-    /// A held lock was lost.
-    Lost,
-    /// The host's limit on handles or held locks was reached.
-    QuotaExceeded,
-    /// Any other failure.
-    Io,
-}
+/// Which failure it was: the cases of the WIT `error-code`.
+pub use wasmlock_types::ErrorCode as ErrorKind;
 
-/// An error from a lock operation.
+/// An error from a lock operation: its kind, and a message that names the
+/// lock (the path or key this plugin gave) and the problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
     kind: ErrorKind,
@@ -42,11 +17,19 @@ pub struct Error {
 }
 
 impl Error {
-    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
-        Error {
-            kind,
-            message: message.into(),
-        }
+    /// An error about the lock `name`.
+    pub(crate) fn about(name: &str, raw: Raw) -> Error {
+        let (kind, detail) = kind_of(raw);
+        let message = match detail {
+            // The host's own words already name the lock.
+            Some(detail) => detail,
+            None => format!("{name}: {kind}"),
+        };
+        Error { kind, message }
+    }
+
+    pub(crate) fn new(kind: ErrorKind, message: String) -> Error {
+        Error { kind, message }
     }
 
     /// Which case this is.
@@ -54,29 +37,28 @@ impl Error {
         self.kind
     }
 
-    /// The host's description, naming the path.
+    /// What happened, naming the lock.
     pub fn message(&self) -> &str {
         &self.message
     }
 }
 
-impl From<Raw> for Error {
-    fn from(raw: Raw) -> Error {
-        let (kind, message) = match raw {
-            Raw::WouldBlock => (ErrorKind::WouldBlock, "lock is held by someone else".into()),
-            Raw::Timeout => (ErrorKind::Timeout, "timed out waiting for lock".into()),
-            Raw::NotHeld => (ErrorKind::NotHeld, "lock is not held".into()),
-            Raw::NotOwner => (ErrorKind::NotOwner, "lock is held by another owner".into()),
-            Raw::Deadlock => (ErrorKind::Deadlock, "deadlock".into()),
-            Raw::PermissionDenied(m) => (ErrorKind::PermissionDenied, m),
-            Raw::InvalidPath(m) => (ErrorKind::InvalidPath, m),
-            Raw::Unsupported(m) => (ErrorKind::Unsupported, m),
-            Raw::Lost => (ErrorKind::Lost, "lock lost".into()),
-            Raw::QuotaExceeded => (ErrorKind::QuotaExceeded, "quota exceeded".into()),
-            Raw::Io(m) => (ErrorKind::Io, m),
-        };
-        Error { kind, message }
-    }
+fn kind_of(raw: Raw) -> (ErrorKind, Option<String>) {
+    let kind = match raw {
+        Raw::WouldBlock => ErrorKind::WouldBlock,
+        Raw::Timeout => ErrorKind::Timeout,
+        Raw::Deadlock => ErrorKind::Deadlock,
+        Raw::ReadOnly => ErrorKind::ReadOnly,
+        Raw::NotPermitted => ErrorKind::NotPermitted,
+        Raw::Access => ErrorKind::Access,
+        Raw::InvalidPath => ErrorKind::InvalidPath,
+        Raw::Quota => ErrorKind::Quota,
+        Raw::Unsupported => ErrorKind::Unsupported,
+        Raw::Lost => ErrorKind::Lost,
+        Raw::Unavailable => ErrorKind::Unavailable,
+        Raw::Other(detail) => return (ErrorKind::Other, detail),
+    };
+    (kind, None)
 }
 
 impl fmt::Display for Error {

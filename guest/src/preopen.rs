@@ -62,7 +62,7 @@ pub(crate) fn resolve<'a, 'p>(
     }
     best.map(|(_, i, rest)| (i, rest)).ok_or_else(|| {
         Error::new(
-            ErrorKind::PermissionDenied,
+            ErrorKind::Access,
             format!("{path}: not inside any directory this plugin was given"),
         )
     })

@@ -49,7 +49,7 @@
 //!
 //! # WebAssembly
 //!
-//! With the `wasmtime` feature (on by default), `add_to_linker` gives WASI
+//! With the `wasmtime` feature (on by default), `add_to_linker_async` gives WASI
 //! components the `wasmlock:lock` interface and `WasmLockCtx` sets each
 //! guest's limits; the `wasm` module documentation has a complete embedding
 //! example, and `WasiLockHost` is ready-made store data. Without default
@@ -57,7 +57,7 @@
 //!
 //! # Features
 //!
-//! - `wasmtime` (default): the embedding — `add_to_linker`, `WasmLockCtx`,
+//! - `wasmtime` (default): the embedding — `add_to_linker_async`, `WasmLockCtx`,
 //!   the `wasm` module. It asks wasmtime only for `runtime`,
 //!   `component-model`, `async` and `std`; the compiler, caching and the
 //!   allocator are the embedder's choice.
@@ -125,6 +125,6 @@ pub mod wasm;
 #[cfg(feature = "wasmtime")]
 #[cfg_attr(docsrs, doc(cfg(feature = "wasmtime")))]
 pub use wasm::{
-    WasiLockHost, WasmLock, WasmLockCtx, WasmLockCtxBuilder, WasmLockCtxView, WasmLockView,
-    add_to_linker,
+    LockError, Namespace, WasiLockHost, WasmLock, WasmLockCtx, WasmLockCtxBuilder, WasmLockCtxView,
+    WasmLockView, add_to_linker_async,
 };

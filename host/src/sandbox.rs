@@ -77,6 +77,15 @@ impl LockDir {
         }
     }
 
+    /// The same directory, shown as `display` in errors and logs.
+    #[cfg(feature = "wasmtime")]
+    pub(crate) fn shown_as(&self, display: impl Into<PathBuf>) -> LockDir {
+        LockDir {
+            dir: self.dir.clone(),
+            display: display.into(),
+        }
+    }
+
     /// The path this directory is shown as.
     pub fn path(&self) -> &Path {
         &self.display

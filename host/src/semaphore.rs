@@ -43,8 +43,9 @@ impl Semaphore {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidPath`] for a name that is not one file-name
-    /// component or for zero slots; I/O errors creating the directory.
+    /// [`ErrorKind::InvalidPath`] for a name that is not a relative path
+    /// ending in a file name, or for zero slots; [`ErrorKind::PermissionDenied`]
+    /// for a name that leaves `dir`; I/O errors creating the directory.
     pub fn new(dir: impl AsRef<Path>, name: &str, slots: usize) -> Result<Semaphore> {
         let dir = dir.as_ref();
         let root = Arc::new(open_ambient_dir(dir)?);
@@ -59,9 +60,13 @@ impl Semaphore {
         slots: usize,
     ) -> Result<Semaphore> {
         let display = shown.join(name);
-        if name.is_empty() || name.contains('/') || name.contains('\0') {
-            return Err(Error::new(ErrorKind::InvalidPath, display)
-                .with_detail("a semaphore name is one non-empty file-name component"));
+        // Directories before the name are resolved like a lock's path; the
+        // last component names the slots' files.
+        let base = name.rsplit('/').next().unwrap_or(name);
+        if name.contains('\0') || base.is_empty() || base == "." || base == ".." {
+            return Err(Error::new(ErrorKind::InvalidPath, display).with_detail(
+                "a semaphore name is a relative path ending in a non-empty file name",
+            ));
         }
         if slots == 0 {
             return Err(Error::new(ErrorKind::InvalidPath, display)

@@ -58,32 +58,4 @@ impl Wait {
     }
 }
 
-/// Exclusive (one writer) or shared (many readers).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Mode {
-    /// One holder at a time.
-    Exclusive,
-    /// Any number of shared holders, and no exclusive one.
-    Shared,
-}
-
-impl Mode {
-    /// Whether a hold in `self` already grants a request for `wanted`.
-    pub(crate) fn covers(self, wanted: Mode) -> bool {
-        self == Mode::Exclusive || wanted == Mode::Shared
-    }
-}
-
-/// The mechanism behind a lock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Kind {
-    /// A kernel advisory lock (`flock` on Unix) on a lock file that is never
-    /// deleted. The kernel frees it when the holder dies.
-    #[default]
-    Os,
-    /// A marker file created exclusively (`O_CREAT|O_EXCL`), holding
-    /// `pid\nhostname\nstart-token\n` like py-filelock's `SoftFileLock`.
-    /// Works where kernel locks do not; stale markers of dead holders on this
-    /// host are broken safely. Exclusive mode only.
-    Soft,
-}
+pub use wasmlock_types::{Kind, Mode};

@@ -510,7 +510,16 @@ fn semaphore_try_and_timeout() {
         assert_eq!(h.join().unwrap().unwrap(), 0);
     });
     assert!(Semaphore::new(dir.path(), "zero", 0).is_err());
-    assert!(Semaphore::new(dir.path(), "a/b", 1).is_err());
+    for bad in ["", "a/", "a/..", "a\0b"] {
+        let err = Semaphore::new(dir.path(), bad, 1).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidPath, "{bad:?}");
+    }
+    let err = Semaphore::new(dir.path(), "../out", 1).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied);
+    // A name may have directories before it, like a lock path.
+    let nested = Semaphore::new(dir.path(), "a/b", 1).unwrap();
+    drop(nested.try_acquire().unwrap());
+    assert!(dir.path().join("a/b.00.lock").exists());
 }
 
 /// Threads of this process that the engine started to wait in the kernel.

@@ -5,9 +5,10 @@ pub mod bench;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
-use wasmlock::{WasiLockHost as Host, WasmLockCtx, WasmLockCtxBuilder};
+use wasmlock::{FileLock, WasiLockHost as Host, WasmLockCtx, WasmLockCtxBuilder};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, Result, Store};
 use wasmtime_wasi::p2::bindings::Command;
@@ -73,6 +74,9 @@ pub struct Guest {
     pub epoch_deadline: Option<u64>,
     /// What the guest prints; a clone can be read while it runs.
     pub stdout: MemoryOutputPipe,
+    /// How many instances of the component run, one after the other, in
+    /// the one store (with the same arguments and directories).
+    pub instances: usize,
 }
 
 impl Guest {
@@ -85,6 +89,7 @@ impl Guest {
             locks: WasmLockCtx::builder(),
             epoch_deadline: None,
             stdout: MemoryOutputPipe::new(1 << 20),
+            instances: 1,
         }
     }
 }
@@ -155,7 +160,7 @@ impl Runtime {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        wasmlock::add_to_linker(&mut linker)?;
+        wasmlock::add_to_linker_async(&mut linker)?;
         Ok(Runtime {
             engine,
             linker,
@@ -178,7 +183,8 @@ impl Runtime {
         self.engine.increment_epoch();
     }
 
-    /// Runs a guest as a `wasi:cli` command to completion (or trap).
+    /// Runs a guest as a `wasi:cli` command to completion (or trap); with
+    /// [`Guest::instances`] above one, several instances in one store.
     pub async fn run(&self, guest: Guest) -> Result<Outcome> {
         let component = self.component(&guest.wasm)?;
         let stdout = guest.stdout.clone();
@@ -205,8 +211,14 @@ impl Runtime {
             None => store.set_epoch_deadline(u64::MAX / 2),
         }
         let run = async {
-            let command = Command::instantiate_async(&mut store, &component, &self.linker).await?;
-            command.wasi_cli_run().call_run(&mut store).await
+            for _ in 0..guest.instances {
+                let command =
+                    Command::instantiate_async(&mut store, &component, &self.linker).await?;
+                if let Err(()) = command.wasi_cli_run().call_run(&mut store).await? {
+                    return Ok(Err(()));
+                }
+            }
+            Ok::<_, wasmtime::Error>(Ok(()))
         };
         let result = match run.await {
             Ok(Ok(())) => Ok(()),
@@ -220,4 +232,68 @@ impl Runtime {
             stdout: String::from_utf8_lossy(&stdout.contents()).into_owned(),
         })
     }
+}
+
+/// One runtime for a test binary: components are compiled once.
+pub fn rt() -> &'static Runtime {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    RT.get_or_init(|| Runtime::new().unwrap())
+}
+
+/// Runs the probe guest with `steps`, `dir` granted as `/data`.
+pub async fn probe(dir: &Path, steps: &[&str]) -> Outcome {
+    rt().run(Guest::new(PROBE, dir, steps)).await.unwrap()
+}
+
+/// Runs a script in the probe guest and checks every step's result.
+pub async fn script(dir: &Path, script: &Script<'_>) -> Outcome {
+    let out = probe(dir, &steps(script)).await;
+    assert_eq!(out.result, Ok(()), "{}", out.stdout);
+    out.check(script);
+    out
+}
+
+/// Whether nobody holds the OS lock on `path` (tried from another thread).
+pub fn free(path: &Path) -> bool {
+    let path = path.to_path_buf();
+    std::thread::spawn(move || FileLock::new(&path).unwrap().try_lock().is_ok())
+        .join()
+        .unwrap()
+}
+
+/// Waits (at most 10 s) until `path` exists.
+pub async fn until_exists(path: &Path) {
+    for _ in 0..2000 {
+        if path.exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("{} never appeared", path.display());
+}
+
+/// Starts the probe with `script` (and `locks` as the host's limits) in a
+/// task, to be checked with [`Outcome::check`] when it ends.
+pub fn spawn_script(
+    dir: &Path,
+    script: &'static Script<'static>,
+    locks: WasmLockCtxBuilder,
+) -> tokio::task::JoinHandle<Outcome> {
+    let mut guest = Guest::new(PROBE, dir, &steps(script));
+    guest.locks = locks;
+    tokio::spawn(async move { rt().run(guest).await.unwrap() })
+}
+
+/// `flock(1)` holding `path` in a child process (for 30 s), once it holds.
+/// Kill it to release.
+pub async fn flock_1_holding(path: &Path) -> std::process::Child {
+    let held = path.with_extension("lock.held");
+    let child = std::process::Command::new("flock")
+        .arg(path)
+        .arg("-c")
+        .arg(format!("touch '{}'; sleep 30", held.display()))
+        .spawn()
+        .expect("flock(1) is required");
+    until_exists(&held).await;
+    child
 }

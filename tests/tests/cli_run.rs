@@ -101,3 +101,46 @@ fn run_fails_clearly_on_a_trap_or_a_bad_grant() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
 }
+
+/// `--namespace NAME=DIR`: plugins in separate processes coordinate through
+/// named locks in a directory none of them was granted.
+#[test]
+fn run_grants_namespaces_to_plugins_in_separate_processes() {
+    let Some(bin) = bin() else { return };
+    let data = tempfile::tempdir().unwrap();
+    let ns = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("counter"), "0").unwrap();
+    let grant = format!("{}::/data", data.path().display());
+    let namespace = format!("jobs={}", ns.path().display());
+    let kids: Vec<_> = (0..3)
+        .map(|_| {
+            Command::new(&bin)
+                .args(["run", "--dir", &grant, "--namespace", &namespace])
+                .arg(wasmlock_tests::PROBE)
+                .args(["ns:c:jobs:the counter", "counter:c:/data/counter:150"])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for k in kids {
+        let out = k.wait_with_output().unwrap();
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("=> ok"));
+    }
+    let n = std::fs::read_to_string(data.path().join("counter")).unwrap();
+    assert_eq!(n.trim(), "450");
+    let files: Vec<_> = std::fs::read_dir(ns.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(files, ["the%20counter.lock"]);
+
+    let bad = Command::new(&bin)
+        .args(["run", "--namespace", "nodir"])
+        .arg(wasmlock_tests::PROBE)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("NAME=HOST_DIR"));
+}

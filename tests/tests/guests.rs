@@ -1,71 +1,41 @@
 //! Real guest components through the `wasmlock:lock` interface, in one host
 //! process, against native locks, `flock(1)` and each other.
 
-use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use wasmlock::{FileLock, Kind};
-use wasmlock_tests::{Guest, Outcome, PROBE, Runtime, Script, steps};
+use wasmlock_tests::{
+    Guest, PROBE, Script, flock_1_holding, free, probe, rt, script, steps, until_exists,
+};
 use wasmtime_wasi::FsPerms;
 
-fn rt() -> &'static Runtime {
-    static RT: OnceLock<Runtime> = OnceLock::new();
-    RT.get_or_init(|| Runtime::new().unwrap())
-}
-
-async fn probe(dir: &Path, steps: &[&str]) -> Outcome {
-    rt().run(Guest::new(PROBE, dir, steps)).await.unwrap()
-}
-
-/// Runs a script in the probe guest and checks every step's result.
-async fn script(dir: &Path, script: &Script<'_>) -> Outcome {
-    let out = probe(dir, &steps(script)).await;
-    assert_eq!(out.result, Ok(()), "{}", out.stdout);
-    out.check(script);
-    out
-}
-
-fn free(path: &Path) -> bool {
-    let path = path.to_path_buf();
-    std::thread::spawn(move || FileLock::new(&path).unwrap().try_lock().is_ok())
-        .join()
-        .unwrap()
-}
-
-async fn until_exists(path: &Path) {
-    for _ in 0..2000 {
-        if path.exists() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("{} never appeared", path.display());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn errors_reentrancy_and_deadlock_through_wit() {
+async fn guards_are_holds_errors_and_deadlock_through_wit() {
     let dir = tempfile::tempdir().unwrap();
     script(
         dir.path(),
         &[
             ("open:a:/data/x.lock:os", "ok"),
             ("open:b:/data/x.lock:os", "ok"),
-            ("rel:a", "err NotHeld"),
             ("acq:a:ex:forever", "ok"),
-            ("acq:a:ex:try", "ok"), // re-entrant: the guest is the owner
-            ("count:a", "2"),
+            // Not re-entrant: a second guard of this guest, on the same
+            // handle or another, is a second hold and is kept out.
+            ("acq:a:ex:try", "err WouldBlock"),
             ("acq:b:ex:try", "err WouldBlock"),
             ("acq:b:ex:50", "err Timeout"),
-            ("acq:b:ex:forever", "err Deadlock"),
+            // Waiting forever for its own hold would never end.
+            ("acq:a:ex:forever", "err Deadlock"),
+            ("acq:b:sh:forever", "err Deadlock"),
             ("locked:b", "true"),
+            ("holder:b", "ThisGuest pid ?"),
+            ("lost:a", "held"),
             ("rel:a", "ok"),
-            ("rel:a", "ok"),
-            ("rel:a", "err NotHeld"),
             ("count:a", "0"),
+            ("locked:b", "false"),
             ("acq:a:sh:try", "ok"),
-            ("acq:b:sh:try", "ok"),           // shared with shared
-            ("acq:a:ex:try", "err Deadlock"), // upgrade refused
+            ("acq:b:sh:try", "ok"),             // shared with shared
+            ("acq:a:ex:try", "err WouldBlock"), // no upgrade in place
             ("rel:b", "ok"),
             ("rel:a", "ok"),
         ],
@@ -74,55 +44,60 @@ async fn errors_reentrancy_and_deadlock_through_wit() {
     assert!(free(&dir.path().join("x.lock")));
 }
 
+/// A pending acquisition behind a guard of the same guest is no deadlock:
+/// the guest goes on and releases, and the pending one is granted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pending_wait_that_could_never_end_is_refused() {
+async fn a_pending_acquisition_behind_the_guests_own_guard_is_granted_on_release() {
     let dir = tempfile::tempdir().unwrap();
     script(
         dir.path(),
         &[
             ("open:a:/data/y.lock:os", "ok"),
-            ("open:b:/data/y.lock:os", "ok"),
             ("acq:a:ex:try", "ok"),
-            ("start:b:ex", "err Deadlock"),
+            ("start:a:ex", "ok"),
+            ("finish:a", "err WouldBlock"), // still pending, and still queued
+            ("poll:a:50", "timeout"),
+            ("rel:a", "ok"),
+            ("poll:a:5000", "ready"),
+            ("finish:a", "ok"),
+            ("count:a", "1"),
+            ("finish:a", "err Other"), // the outcome is handed out once
+            ("count:a", "1"),
+            ("rel:a", "ok"),
         ],
     )
     .await;
+    assert!(free(&dir.path().join("y.lock")));
 }
 
-/// One guest, two waits queued on one handle (a pending acquisition and a
-/// blocking one), both granted by the same release: two holds in the books,
-/// released by two `rel`s — none left behind.
+/// The pollable of a pending acquisition may be kept past `get` and past
+/// the future itself (wasi-http's pattern): no "resource has children" trap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_granted_waits_of_one_guest_handle_are_counted_and_released() {
+async fn a_kept_pollable_outlives_its_pending_acquisition() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("two.lock");
-    let native = FileLock::new(&path).unwrap();
-    let g = native.lock().unwrap();
-    const TWO: &Script<'_> = &[
-        ("open:a:/data/two.lock:os", "ok"),
-        ("start:a:sh", "ok"),
-        ("touch:/data/waiting", "ok"),
-        ("acq:a:sh:forever", "ok"),
-        ("finish:a", "ok"),
-        ("touch:/data/held", "ok"),
-        ("await:/data/go", "ok"),
-    ];
-    let d = dir.path().to_path_buf();
-    let guest = tokio::spawn(async move { probe(&d, &steps(TWO)).await });
-    until_exists(&dir.path().join("waiting")).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    drop(g);
-    until_exists(&dir.path().join("held")).await;
-    assert!(!free(&path), "the guest holds it");
-    std::fs::write(dir.path().join("go"), "").unwrap();
-    guest.await.unwrap().check(TWO);
-    // The store is gone with everything it held.
-    assert!(free(&path), "a hold of the guest was left behind");
+    script(
+        dir.path(),
+        &[
+            ("open:a:/data/k.lock:os", "ok"),
+            ("start:a:ex", "ok"),
+            ("keep:a", "ok"),
+            ("finish:a", "ok"),
+            ("unpend:a", "ok"),
+            ("rel:a", "ok"),
+            ("start:a:sh", "ok"),
+            ("keep:a", "ok"),
+            ("unpend:a", "ok"), // dropped before it was taken
+            ("acq:a:ex:try", "ok"),
+        ],
+    )
+    .await;
+    assert!(free(&dir.path().join("k.lock")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn semaphore_slots_through_wit() {
+async fn semaphore_permits_are_guards_through_wit() {
     let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
     script(
         dir.path(),
         &[
@@ -130,12 +105,20 @@ async fn semaphore_slots_through_wit() {
             ("permit:s:try", "slot 0"),
             ("permit:s:try", "slot 1"),
             ("permit:s:try", "err WouldBlock"),
+            ("semstart:s", "ok"),
+            ("finish:s", "err WouldBlock"),
             ("droppermits", "ok"),
-            ("permit:s:try", "slot 0"),
+            ("poll:s:5000", "ready"),
+            ("finish:s", "ok slot 0"),
+            ("permit:s:try", "slot 1"),
+            // Below a preopen: the guest sends `sub/pool`.
+            ("sem:t:/data/sub:pool:1", "ok"),
+            ("permit:t:try", "slot 0"),
         ],
     )
     .await;
     assert!(dir.path().join("pool.01.lock").exists());
+    assert!(dir.path().join("sub/pool.00.lock").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,7 +181,7 @@ async fn guests_and_native_locks_exclude_each_other() {
         let native = FileLock::builder(&path).kind(kind).build().unwrap();
         let g = native.lock().unwrap();
         let open = format!("open:n:/data/n-{k}.lock:{k}");
-        let pid = format!("pid {}", std::process::id());
+        let pid = "ThisHost pid ?".to_owned();
         script(
             dir.path(),
             &[
@@ -246,13 +229,7 @@ async fn guests_and_native_locks_exclude_each_other() {
 async fn flock_1_excludes_a_guest() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("f.lock");
-    let mut child = std::process::Command::new("flock")
-        .arg(&path)
-        .arg("-c")
-        .arg(format!("touch '{}.held'; sleep 30", path.display()))
-        .spawn()
-        .expect("flock(1) is required");
-    until_exists(&dir.path().join("f.lock.held")).await;
+    let mut child = flock_1_holding(&path).await;
     script(
         dir.path(),
         &[
@@ -391,14 +368,11 @@ async fn the_sandbox_holds() {
     let out = script(
         &data,
         &[
-            ("open:a:/data/../escape.lock:os", "err PermissionDenied"),
-            (
-                "open:b:/data/in/../../escape.lock:os",
-                "err PermissionDenied",
-            ),
-            ("open:c:/data/out/x.lock:os", "err PermissionDenied"),
-            ("open:d:/data/etc/x.lock:soft", "err PermissionDenied"),
-            ("open:e:/etc/passwd:os", "err PermissionDenied"),
+            ("open:a:/data/../escape.lock:os", "err Access"),
+            ("open:b:/data/in/../../escape.lock:os", "err Access"),
+            ("open:c:/data/out/x.lock:os", "err Access"),
+            ("open:d:/data/etc/x.lock:soft", "err Access"),
+            ("open:e:/etc/passwd:os", "err Access"),
             ("open:f:/data/in/ok.lock:os", "ok"),
             ("acq:f:ex:try", "ok"),
             ("open:g:/data/in:os", "err InvalidPath"), // a directory
@@ -420,13 +394,17 @@ async fn the_sandbox_holds() {
     );
 
     // A read-only preopen cannot create lock files.
-    const READ_ONLY: &Script<'_> = &[("open:r:/data/new.lock:os", "err PermissionDenied")];
+    const READ_ONLY: &Script<'_> = &[("open:r:/data/new.lock:os", "err ReadOnly")];
     let mut guest = Guest::new(PROBE, &data, &steps(READ_ONLY));
     guest.dirs[0].2 = FsPerms::ReadOnly;
     rt().run(guest).await.unwrap().check(READ_ONLY);
     assert!(!data.join("new.lock").exists());
 }
 
+/// `on-file` locks the data file itself. The probe opens it read-only: by
+/// default such a descriptor may hold shared locks only (an exclusive one
+/// could keep every writer out of a file the guest may only read), which
+/// still keeps `flock -n` writers out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locking_a_data_file_the_guest_opened_excludes_flock_1() {
     let dir = tempfile::tempdir().unwrap();
@@ -434,25 +412,45 @@ async fn locking_a_data_file_the_guest_opened_excludes_flock_1() {
     let d = dir.path().to_path_buf();
     const ON_FILE: &Script<'_> = &[
         ("onfile:f:/data/data.bin", "ok"),
-        ("acq:f:ex:forever", "ok"),
+        ("acq:f:ex:try", "err NotPermitted"),
+        ("acq:f:sh:forever", "ok"),
         ("touch:/data/held", "ok"),
         ("await:/data/go", "ok"),
     ];
     let guest = tokio::spawn(async move { probe(&d, &steps(ON_FILE)).await });
     until_exists(&dir.path().join("held")).await;
-    let status = std::process::Command::new("flock")
-        .args(["-n"])
-        .arg(dir.path().join("data.bin"))
-        .arg("true")
-        .status()
-        .expect("flock(1) is required");
-    assert_eq!(status.code(), Some(1), "flock -n is kept out");
+    let flock = |args: &[&str]| {
+        std::process::Command::new("flock")
+            .args(args)
+            .arg(dir.path().join("data.bin"))
+            .arg("true")
+            .status()
+            .expect("flock(1) is required")
+            .code()
+    };
+    assert_eq!(flock(&["-n"]), Some(1), "flock -n (exclusive) is kept out");
+    assert_eq!(flock(&["-n", "-s"]), Some(0), "flock -n -s shares the file");
     std::fs::write(dir.path().join("go"), "").unwrap();
     guest.await.unwrap().check(ON_FILE);
     assert_eq!(
         std::fs::read_to_string(dir.path().join("data.bin")).unwrap(),
         "payload"
     );
+
+    // The embedder decides: nothing at all, or exclusive holds too.
+    for (most, ex, sh) in [
+        (None, "err NotPermitted", "err NotPermitted"),
+        (Some(wasmlock::Mode::Exclusive), "ok", "err WouldBlock"),
+    ] {
+        let script: &Script<'_> = &[
+            ("onfile:f:/data/data.bin", "ok"),
+            ("acq:f:ex:try", ex),
+            ("acq:f:sh:try", sh),
+        ];
+        let mut guest = Guest::new(PROBE, dir.path(), &steps(script));
+        guest.locks = wasmlock::WasmLockCtx::builder().read_only_files(most);
+        rt().run(guest).await.unwrap().check(script);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -461,11 +459,9 @@ async fn quotas_and_the_wait_cap_are_enforced() {
     const QUOTAS: &Script<'_> = &[
         ("open:a:/data/a.lock:os", "ok"),
         ("open:b:/data/b.lock:os", "ok"),
-        ("open:c:/data/c.lock:os", "err QuotaExceeded"), // handles
+        ("open:c:/data/c.lock:os", "err Quota"), // handles
         ("acq:a:ex:try", "ok"),
-        ("acq:a:ex:try", "ok"),                // re-entry costs no quota
-        ("acq:b:ex:try", "err QuotaExceeded"), // held locks
-        ("rel:a", "ok"),
+        ("acq:b:ex:try", "err Quota"), // held locks
         ("rel:a", "ok"),
         ("acq:b:ex:try", "ok"), // released holds give the quota back
     ];
@@ -493,7 +489,7 @@ async fn quotas_and_the_wait_cap_are_enforced() {
         dir.path(),
         &[
             ("open:s:/data/s.lock:soft", "ok"),
-            ("break:s:force", "err PermissionDenied"),
+            ("break:s:force", "err NotPermitted"),
         ],
     )
     .await;
@@ -508,17 +504,19 @@ async fn a_guest_cannot_release_or_break_another_guests_lock() {
         ("acq:h:ex:forever", "ok"),
         ("touch:/data/held", "ok"),
         ("await:/data/go", "ok"),
-        ("count:h", "1"), // the holder still holds it
+        ("lost:h", "held"), // the holder still holds it
     ];
     let holder = tokio::spawn(async move { probe(&d, &steps(HOLDER)).await });
     until_exists(&dir.path().join("held")).await;
-    // Another guest, even one allowed to break locks, gets nowhere.
+    // Another guest, even one allowed to break stale locks, gets nowhere:
+    // it has no guard to release, and forcing is a separate permission.
     const OTHER: &Script<'_> = &[
         ("open:o:/data/o.lock:soft", "ok"),
-        ("rel:o", "err NotHeld"),
+        ("rel:o", "no guard"),
         ("acq:o:ex:try", "err WouldBlock"),
-        ("break:o:noforce", "err NotOwner"), // a live holder's lock is not broken
-        ("count:o", "0"),
+        ("break:o:noforce", "err WouldBlock"), // a live holder's lock is not broken
+        ("break:o:force", "err NotPermitted"),
+        ("holder:o", "ThisHost pid ?"),
     ];
     let mut other = Guest::new(PROBE, dir.path(), &steps(OTHER));
     other.locks = wasmlock::WasmLockCtx::builder().allow_break(true);

@@ -63,6 +63,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// Whether this process's hold was taken away by someone else (a soft
+    /// marker removed or replaced). Kernel locks cannot be.
+    fn lost(&self) -> bool {
+        false
+    }
+
     /// The path used in messages.
     fn path(&self) -> &Path;
 

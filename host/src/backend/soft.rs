@@ -417,6 +417,18 @@ impl Backend for SoftBackend {
         }
     }
 
+    fn lost(&self) -> bool {
+        let mine = self.mine.lock().unwrap();
+        let Some((_, key)) = mine.as_ref() else {
+            return false;
+        };
+        // An error other than "gone" says nothing either way: not lost.
+        match sys::lstat_at(self.dir.as_fd(), &self.name) {
+            Ok(st) => st.key() != *key,
+            Err(e) => e.kind() == io::ErrorKind::NotFound,
+        }
+    }
+
     fn path(&self) -> &Path {
         &self.path
     }

@@ -61,11 +61,6 @@ impl FileLock {
         self.inner.lock().unwrap()
     }
 
-    #[cfg_attr(not(feature = "wasmtime"), allow(dead_code))]
-    pub(crate) fn hold_count_of(&self, owner: Owner) -> u32 {
-        self.inner().holds.get(&owner).map_or(0, |h| h.count)
-    }
-
     pub(super) fn hold_count_of_party(&self, party: Owner) -> u32 {
         let inner = self.inner();
         let counted: u32 = inner
@@ -200,17 +195,6 @@ impl FileLock {
             .as_ref()
             .ok_or_else(|| Error::new(ErrorKind::NotHeld, self.path()))?;
         self.release_in(entry, owner, held.party)
-    }
-
-    /// Drops every hold of `owner`; returns how many there were.
-    #[cfg_attr(not(feature = "wasmtime"), allow(dead_code))]
-    pub(crate) fn force_release(&self, owner: Owner) -> Result<u32> {
-        let mut inner = self.inner();
-        let Some(held) = inner.holds.remove(&owner) else {
-            return Ok(0);
-        };
-        self.release_entry(&inner, owner, held)?;
-        Ok(held.count)
     }
 
     /// Drops every hold through this handle (it is going away): the counted

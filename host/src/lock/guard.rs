@@ -40,6 +40,10 @@ impl<L: Deref<Target = FileLock>> Hold<L> {
         }
     }
 
+    fn is_lost(&self) -> bool {
+        !self.released && self.lock.granted(&self.entry).backend().lost()
+    }
+
     fn file(&self) -> Option<&File> {
         self.lock
             .file()
@@ -78,6 +82,26 @@ macro_rules! guard_api {
             /// locks, whose marker is not the caller's to write.
             pub fn file(&self) -> Option<&File> {
                 self.hold.file()
+            }
+
+            /// Whether the hold was taken away without a release: a soft
+            /// lock's marker removed or replaced by someone else (a forced
+            /// break). Kernel locks cannot be lost.
+            ///
+            /// ```
+            /// use wasmlock::FileLock;
+            /// # let dir = tempfile::tempdir().unwrap();
+            /// let path = dir.path().join("lost.lock");
+            /// let lock = FileLock::builder(&path).soft().build()?;
+            /// let guard = lock.lock()?;
+            /// assert!(!guard.is_lost());
+            /// std::fs::remove_file(&path).unwrap();    // someone breaks it
+            /// assert!(guard.is_lost());
+            /// assert_eq!(guard.unlock().unwrap_err().kind(), wasmlock::ErrorKind::Lost);
+            /// # Ok::<(), wasmlock::Error>(())
+            /// ```
+            pub fn is_lost(&self) -> bool {
+                self.hold.is_lost()
             }
 
             /// Releases this hold now and reports any error (dropping the

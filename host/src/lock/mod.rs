@@ -280,6 +280,29 @@ impl FileLock {
         entry.backend().holder()
     }
 
+    /// Where the holder is, as a guest may know it: `party` itself, someone
+    /// else in this process, or elsewhere.
+    #[cfg(feature = "wasmtime")]
+    pub(crate) fn holder_kind(
+        &self,
+        party: crate::Owner,
+    ) -> Result<Option<wasmlock_types::HolderKind>> {
+        use wasmlock_types::HolderKind;
+        let Some(entry) = self.existing_entry()? else {
+            return Ok(None);
+        };
+        if entry.holds_where(false, |id| id.party == Some(party)) > 0 {
+            return Ok(Some(HolderKind::ThisGuest));
+        }
+        if entry.held_locally() {
+            return Ok(Some(HolderKind::ThisHost));
+        }
+        Ok(entry
+            .backend()
+            .is_locked()?
+            .then_some(HolderKind::Elsewhere))
+    }
+
     /// Breaks a stale soft lock: one whose holder is provably gone (same
     /// host, process dead or its pid recycled), or a malformed marker. With
     /// `force`, breaks a live holder's lock too.

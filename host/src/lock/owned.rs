@@ -154,3 +154,34 @@ impl FileLock {
         Ok(OwnedLockGuard::new(self.clone(), req, entry))
     }
 }
+
+#[cfg(feature = "wasmtime")]
+impl FileLock {
+    /// An owned guard for a guest: the hold is the guard's own, booked for
+    /// `party` (the guest), whom deadlock detection looks for when `blocks`
+    /// says the guest cannot go on (and so cannot release) while it waits.
+    /// A wait longer than `after` is reported once through `on_wait`.
+    pub(crate) async fn lock_for_party_async(
+        self: &Arc<Self>,
+        mode: Mode,
+        wait: Wait,
+        party: Owner,
+        blocks: bool,
+        report: Option<(std::time::Duration, impl FnOnce(Option<crate::Holder>))>,
+    ) -> Result<OwnedLockGuard> {
+        let req = Request::solo(mode).held_by(party);
+        let req = if blocks {
+            req.blocking(party, wait)
+        } else {
+            req
+        };
+        let entry = match report {
+            Some((after, on_wait)) => {
+                self.acquire_reporting_async(req, wait, after, on_wait)
+                    .await?
+            }
+            None => self.acquire_async(req, wait).await?,
+        };
+        Ok(OwnedLockGuard::new(self.clone(), req, entry))
+    }
+}

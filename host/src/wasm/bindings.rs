@@ -1,6 +1,7 @@
 //! The code `bindgen!` generates from `wit/`, with the lock resources mapped
-//! to our host types and WASI mapped to wasmtime-wasi's own bindings, so a
-//! guest's `wasi:filesystem` descriptor can be passed straight in.
+//! to our host types, WASI mapped to wasmtime-wasi's own bindings (so a
+//! guest's `wasi:filesystem` descriptor can be passed straight in), and
+//! `error-code` results mapped once through [`LockError`](super::LockError).
 
 wasmtime::component::bindgen!({
     path: "wit",
@@ -9,9 +10,13 @@ wasmtime::component::bindgen!({
     with: {
         "wasi": wasmtime_wasi::p2::bindings,
         "wasmlock:lock/locks.lock": super::resources::GuestLock,
-        "wasmlock:lock/locks.pending": super::resources::PendingAcquire,
+        "wasmlock:lock/locks.guard": super::guard::GuestGuard,
+        "wasmlock:lock/locks.future-guard": super::pending::FutureGuard,
         "wasmlock:lock/locks.semaphore": super::resources::GuestSemaphore,
-        "wasmlock:lock/locks.permit": super::resources::GuestPermit,
+        "wasmlock:lock/locks.namespace": super::resources::GuestNamespace,
+    },
+    trappable_error_type: {
+        "wasmlock:lock/types.error-code" => super::LockError,
     },
     require_store_data_send: true,
 });

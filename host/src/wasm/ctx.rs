@@ -1,23 +1,29 @@
-//! Per-guest configuration and bookkeeping: the limits an embedder sets.
+//! Per-guest configuration and bookkeeping: the limits an embedder sets and
+//! the namespaces it grants.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::{Holder, Kind, Owner, Wait};
+use super::namespace::Namespace;
+use crate::{Holder, Kind, Mode, Owner, Wait};
 
-/// Builds a [`WasmLockCtx`]: the limits one guest lives within.
+/// Builds a [`WasmLockCtx`]: the limits one guest lives within, and the
+/// namespaces it is given.
 ///
 /// ```
 /// use std::time::Duration;
-/// use wasmlock::{Kind, WasmLockCtx};
+/// use wasmlock::{Kind, Mode, WasmLockCtx};
 ///
 /// let ctx = WasmLockCtx::builder()
-///     .max_handles(64)                      // open lock/semaphore handles
-///     .max_held_locks(8)                    // locks and permits held at once
+///     .max_handles(64)                      // open locks, semaphores, namespaces
+///     .max_held_locks(8)                    // guards held at once
+///     .max_semaphore_slots(16)              // permits one semaphore may have
 ///     .max_wait(Duration::from_secs(30))    // a guest's "forever" ends here
-///     .allow_break(false)                   // may the guest break soft locks?
+///     .max_hold(Duration::from_secs(300))   // then the hold is lost
+///     .allow_break(false)                   // may the guest break stale soft locks?
 ///     .allow_kind(Kind::Soft, false)        // OS locks only
+///     .read_only_files(Some(Mode::Shared))  // what a read-only descriptor may hold
 ///     .build();
 /// assert_eq!(ctx.open_handles(), 0);
 /// ```
@@ -27,10 +33,16 @@ pub struct WasmLockCtxBuilder {
     on_slow_wait: Option<(Duration, SlowWait)>,
     max_handles: usize,
     max_held: usize,
+    max_slots: u32,
     max_wait: Option<Duration>,
+    max_hold: Option<Duration>,
     allow_break: bool,
+    allow_force_break: bool,
+    reveal_holders: bool,
+    read_only_files: Option<Mode>,
     allow_os: bool,
     allow_soft: bool,
+    namespaces: Vec<(String, Namespace)>,
 }
 
 /// Called with the lock path and holder when a guest's wait runs long.
@@ -41,10 +53,16 @@ impl std::fmt::Debug for WasmLockCtxBuilder {
         f.debug_struct("WasmLockCtxBuilder")
             .field("max_handles", &self.max_handles)
             .field("max_held", &self.max_held)
+            .field("max_slots", &self.max_slots)
             .field("max_wait", &self.max_wait)
+            .field("max_hold", &self.max_hold)
             .field("allow_break", &self.allow_break)
+            .field("allow_force_break", &self.allow_force_break)
+            .field("reveal_holders", &self.reveal_holders)
+            .field("read_only_files", &self.read_only_files)
             .field("allow_os", &self.allow_os)
             .field("allow_soft", &self.allow_soft)
+            .field("namespaces", &self.namespaces)
             .finish_non_exhaustive()
     }
 }
@@ -55,30 +73,47 @@ impl Default for WasmLockCtxBuilder {
             on_slow_wait: None,
             max_handles: 1024,
             max_held: 256,
+            max_slots: 64,
             max_wait: None,
+            max_hold: None,
             allow_break: false,
+            allow_force_break: false,
+            reveal_holders: false,
+            read_only_files: Some(Mode::Shared),
             allow_os: true,
             allow_soft: true,
+            namespaces: Vec::new(),
         }
     }
 }
 
 impl WasmLockCtxBuilder {
-    /// Defaults: 1024 handles, 256 held locks, waits unbounded, breaking
-    /// not allowed, both kinds allowed.
+    /// Defaults: 1024 handles, 256 held locks, 64 slots per semaphore, waits
+    /// and holds unbounded, no breaking, holders' details hidden, shared
+    /// holds only through read-only descriptors, both kinds allowed, no
+    /// namespaces.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// At most `n` lock and semaphore handles open at once.
+    /// At most `n` lock, semaphore and namespace handles open at once;
+    /// checked before any file is touched.
     pub fn max_handles(mut self, n: usize) -> Self {
         self.max_handles = n;
         self
     }
 
-    /// At most `n` locks (and semaphore permits) held at once.
+    /// At most `n` guards (lock holds and semaphore permits) at once.
     pub fn max_held_locks(mut self, n: usize) -> Self {
         self.max_held = n;
+        self
+    }
+
+    /// At most `n` permits per semaphore a guest opens (each is a lock file
+    /// and an open file); more is refused with `quota` before any file is
+    /// made.
+    pub fn max_semaphore_slots(mut self, n: u32) -> Self {
+        self.max_slots = n;
         self
     }
 
@@ -88,10 +123,46 @@ impl WasmLockCtxBuilder {
         self
     }
 
-    /// Whether the guest may break soft locks (stale ones, or with `force`
-    /// any). Off by default.
+    /// Caps every hold: after `max`, the host releases the lock and the
+    /// guard reports `lost` (its lost pollable becomes ready). A lock granted
+    /// to a pending acquisition the guest never collects is released after
+    /// the same time.
+    pub fn max_hold(mut self, max: Duration) -> Self {
+        self.max_hold = Some(max);
+        self
+    }
+
+    /// Whether the guest may break soft locks whose holder is provably gone.
+    /// Off by default.
     pub fn allow_break(mut self, yes: bool) -> Self {
         self.allow_break = yes;
+        self
+    }
+
+    /// Whether the guest may break any soft lock, a live holder's too
+    /// (`break-lock` with `force`). Off by default, and separate from
+    /// [`allow_break`](Self::allow_break): breaking a live lock lets two
+    /// holders in.
+    pub fn allow_force_break(mut self, yes: bool) -> Self {
+        self.allow_force_break = yes;
+        self
+    }
+
+    /// Whether `holder` tells the guest the holder's pid, host name and
+    /// since when. Off by default: the guest learns only whether the holder
+    /// is itself, someone in this host, or elsewhere.
+    pub fn reveal_holders(mut self, yes: bool) -> Self {
+        self.reveal_holders = yes;
+        self
+    }
+
+    /// What a guest may hold through a file descriptor opened without write
+    /// access (`on-file`): `None` nothing, `Some(Mode::Shared)` shared holds
+    /// (the default), `Some(Mode::Exclusive)` both. A read-only reader
+    /// holding an exclusive lock forever could stop every writer of a file
+    /// it may only read.
+    pub fn read_only_files(mut self, most: Option<Mode>) -> Self {
+        self.read_only_files = most;
         self
     }
 
@@ -127,6 +198,26 @@ impl WasmLockCtxBuilder {
         self
     }
 
+    /// Grants the guest the namespace `backend` under `name`: it finds it in
+    /// `get-namespaces` and opens locks in it by key, the way it finds a
+    /// preopened directory. Granting the same name twice replaces it.
+    ///
+    /// ```
+    /// use wasmlock::{Namespace, WasmLockCtx};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let ctx = WasmLockCtx::builder()
+    ///     .namespace("jobs", Namespace::directory(dir.path())?)
+    ///     .build();
+    /// # drop(ctx);
+    /// # Ok::<(), wasmlock::Error>(())
+    /// ```
+    pub fn namespace(mut self, name: impl Into<String>, backend: Namespace) -> Self {
+        let name = name.into();
+        self.namespaces.retain(|(n, _)| *n != name);
+        self.namespaces.push((name, backend));
+        self
+    }
+
     /// The context for one guest (one store).
     pub fn build(self) -> WasmLockCtx {
         WasmLockCtx {
@@ -140,8 +231,9 @@ impl WasmLockCtxBuilder {
     }
 }
 
-/// The lock state of one guest: its limits, and its identity as an owner.
-/// Everything the guest holds is released when its handles are dropped,
+/// The lock state of one guest: its limits, its namespaces, and its
+/// identity for deadlock detection (a guest that waits cannot release).
+/// Everything the guest holds is released when its guards are dropped,
 /// which happens at the latest when its store is dropped (after a trap, too).
 #[derive(Debug)]
 pub struct WasmLockCtx {
@@ -161,12 +253,12 @@ impl WasmLockCtx {
         WasmLockCtxBuilder::new()
     }
 
-    /// How many lock and semaphore handles the guest has open.
+    /// How many lock, semaphore and namespace handles the guest has open.
     pub fn open_handles(&self) -> usize {
         self.limits.handles.load(Ordering::Relaxed)
     }
 
-    /// How many locks and permits the guest holds.
+    /// How many guards (holds and permits) the guest has.
     pub fn held_locks(&self) -> usize {
         self.limits.held.load(Ordering::Relaxed)
     }
@@ -235,8 +327,36 @@ impl Limits {
         self.config.on_slow_wait.clone()
     }
 
-    pub(crate) fn allow_break(&self) -> bool {
-        self.config.allow_break
+    /// Whether breaking (with or without `force`) is allowed.
+    pub(crate) fn allows_break(&self, force: bool) -> bool {
+        if force {
+            self.config.allow_force_break
+        } else {
+            self.config.allow_break
+        }
+    }
+
+    pub(crate) fn max_hold(&self) -> Option<Duration> {
+        self.config.max_hold
+    }
+
+    pub(crate) fn max_slots(&self) -> u32 {
+        self.config.max_slots
+    }
+
+    pub(crate) fn reveal_holders(&self) -> bool {
+        self.config.reveal_holders
+    }
+
+    /// Whether a read-only descriptor may be held in `mode`.
+    pub(crate) fn read_only_allows(&self, mode: Mode) -> bool {
+        self.config
+            .read_only_files
+            .is_some_and(|most| most.covers(mode))
+    }
+
+    pub(crate) fn namespaces(&self) -> &[(String, Namespace)] {
+        &self.config.namespaces
     }
 }
 

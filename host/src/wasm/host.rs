@@ -1,44 +1,41 @@
 //! The generated host traits, implemented over a guest's [`WasmLockCtxView`].
+//!
+//! Every limit is checked before the file system is touched, and file-system
+//! work that may take long (opening, creating directories, reading holders)
+//! runs on a blocking thread, never on the executor.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use cap_std::fs::Dir;
+use wasmlock_types::{ErrorCode as Code, HolderKind};
 use wasmtime::component::Resource;
+use wasmtime_wasi::OpenMode;
 use wasmtime_wasi::filesystem::Descriptor;
+use wasmtime_wasi::p2::DynPollable;
+use wasmtime_wasi::runtime::spawn_blocking;
 
-use super::WasmLockCtxView;
-use super::bindings::wasmlock::lock::{locks, types};
-use super::resources::{GuestLock, GuestPermit, GuestSemaphore, PendingAcquire};
-use crate::lock::Request;
-use crate::{Error, ErrorKind, FileLock, Holder, Kind, LockDir, Mode, Wait};
-
-type WitResult<T> = wasmtime::Result<Result<T, types::Error>>;
-
-/// What a guest sees of an error: the case, and a message naming the path
-/// as the guest spelled it.
-fn to_wit(e: &Error) -> types::Error {
-    let msg = e.to_string();
-    match e.kind() {
-        ErrorKind::WouldBlock => types::Error::WouldBlock,
-        ErrorKind::Timeout => types::Error::Timeout,
-        ErrorKind::NotHeld => types::Error::NotHeld,
-        ErrorKind::NotOwner => types::Error::NotOwner,
-        ErrorKind::Deadlock => types::Error::Deadlock,
-        ErrorKind::PermissionDenied => types::Error::PermissionDenied(msg),
-        ErrorKind::InvalidPath => types::Error::InvalidPath(msg),
-        ErrorKind::Unsupported => types::Error::Unsupported(msg),
-        ErrorKind::Lost => types::Error::Lost,
-        ErrorKind::QuotaExceeded => types::Error::QuotaExceeded,
-        _ => types::Error::Io(msg),
-    }
-}
+use super::bindings::wasmlock::lock::types::ErrorCode;
+use super::bindings::wasmlock::lock::{locks, namespaces, types};
+use super::error::{LockError, LockResult};
+use super::guard::{GuestGuard, Native};
+use super::pending::FutureGuard;
+use super::resources::{GuestLock, GuestNamespace, GuestSemaphore};
+use super::{WasmLockCtxView, ctx::Slot};
+use crate::{FileLock, Kind, LockDir, Mode, Result, Semaphore, Wait};
 
 fn mode(m: types::Mode) -> Mode {
     match m {
         types::Mode::Exclusive => Mode::Exclusive,
         types::Mode::Shared => Mode::Shared,
+    }
+}
+
+fn wit_mode(m: Mode) -> types::Mode {
+    match m {
+        Mode::Exclusive => types::Mode::Exclusive,
+        Mode::Shared => types::Mode::Shared,
     }
 }
 
@@ -57,66 +54,116 @@ fn wait(w: types::Wait) -> Wait {
     }
 }
 
-fn holder(h: Holder) -> types::Holder {
-    types::Holder {
-        pid: h.pid,
-        host: h.host,
-        since: h
-            .since
-            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-            .map(
-                |d| wasmtime_wasi::p2::bindings::clocks::wall_clock::Datetime {
-                    seconds: d.as_secs(),
-                    nanoseconds: d.subsec_nanos(),
-                },
-            ),
+fn holder_kind(k: HolderKind) -> types::HolderKind {
+    match k {
+        HolderKind::ThisGuest => types::HolderKind::ThisGuest,
+        HolderKind::ThisHost => types::HolderKind::ThisHost,
+        HolderKind::Elsewhere => types::HolderKind::Elsewhere,
     }
 }
 
-fn refuse(kind: ErrorKind, path: &str, detail: &str) -> types::Error {
-    to_wit(&Error::new(kind, path).with_detail(detail.to_owned()))
+/// Runs file-system work on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> LockResult<T> {
+    Ok(spawn_blocking(work).await?)
 }
 
 impl WasmLockCtxView<'_> {
-    /// The directory behind a guest's descriptor, as a sandbox.
-    fn lock_dir(&mut self, dir: &Resource<Descriptor>, path: &str) -> WitResult<LockDir> {
-        let Descriptor::Dir(d) = self.table.get(dir)? else {
-            return Ok(Err(refuse(
-                ErrorKind::InvalidPath,
-                path,
-                "the descriptor is not a directory",
-            )));
-        };
-        if d.perms.write_not_permitted() {
-            return Ok(Err(refuse(
-                ErrorKind::PermissionDenied,
-                path,
-                "the directory descriptor is read-only",
-            )));
-        }
-        let file = match d.dir.try_clone() {
-            Ok(f) => f,
-            Err(e) => return Ok(Err(to_wit(&Error::from_io(e, path.as_ref())))),
-        };
-        // Named by the guest's own spelling: host paths stay private.
-        Ok(Ok(LockDir::from_cap_std(Dir::from_std_file(file), "")))
+    /// A unit of the open-handles quota, before anything is touched.
+    fn handle_slot(&self) -> LockResult<Slot> {
+        self.ctx
+            .limits
+            .take_handle()
+            .ok_or_else(|| Code::Quota.into())
     }
 
-    fn guest_lock(&mut self, lock: FileLock) -> WitResult<Resource<GuestLock>> {
-        let Some(handle) = self.ctx.limits.take_handle() else {
-            return Ok(Err(types::Error::QuotaExceeded));
+    /// A unit of the held-locks quota for one more guard.
+    fn held_slot(&self) -> LockResult<Slot> {
+        self.ctx
+            .limits
+            .take_held()
+            .ok_or_else(|| Code::Quota.into())
+    }
+
+    /// The writable directory behind a guest's descriptor, as a sandbox
+    /// named by the guest's own spelling (host paths stay private).
+    fn lock_dir(&mut self, dir: &Resource<Descriptor>) -> LockResult<LockDir> {
+        let Descriptor::Dir(d) = self.table.get(dir)? else {
+            return Err(Code::InvalidPath.into());
         };
+        if d.perms.write_not_permitted() {
+            return Err(Code::ReadOnly.into());
+        }
+        let file = d
+            .dir
+            .try_clone()
+            .map_err(|e| ErrorCode::Other(Some(e.to_string())))?;
+        Ok(LockDir::from_cap_std(Dir::from_std_file(file), ""))
+    }
+
+    fn push_lock(
+        &mut self,
+        lock: FileLock,
+        read_only: bool,
+        handle: Slot,
+    ) -> LockResult<Resource<GuestLock>> {
         let guest = GuestLock {
             lock: Arc::new(lock),
-            owner: self.ctx.owner,
-            held: Arc::new(Mutex::new(None)),
+            read_only,
             _handle: handle,
         };
-        Ok(Ok(self.table.push(guest)?))
+        Ok(self.table.push(guest)?)
+    }
+
+    fn push_semaphore(
+        &mut self,
+        sem: Semaphore,
+        handle: Slot,
+    ) -> LockResult<Resource<GuestSemaphore>> {
+        let guest = GuestSemaphore {
+            sem: Arc::new(sem),
+            _handle: handle,
+        };
+        Ok(self.table.push(guest)?)
+    }
+
+    /// Refuses a semaphore size before any slot file is made.
+    fn check_slots(&self, slots: u32) -> LockResult<usize> {
+        if slots > self.ctx.limits.max_slots() {
+            return Err(Code::Quota.into());
+        }
+        Ok(slots as usize)
+    }
+
+    /// What acquiring `this` in `m` needs: the handle, the guest's identity
+    /// and its held-locks unit, after the policy checks.
+    fn prepare(
+        &mut self,
+        this: &Resource<GuestLock>,
+        m: Mode,
+    ) -> LockResult<(Arc<FileLock>, Slot)> {
+        let g = self.table.get(this)?;
+        if g.read_only && !self.ctx.limits.read_only_allows(m) {
+            return Err(Code::NotPermitted.into());
+        }
+        let lock = g.lock.clone();
+        Ok((lock, self.held_slot()?))
+    }
+
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.ctx
+            .limits
+            .max_hold()
+            .map(|max| tokio::time::Instant::now() + max)
     }
 }
 
-impl types::Host for WasmLockCtxView<'_> {}
+impl types::Host for WasmLockCtxView<'_> {
+    fn convert_error_code(&mut self, err: LockError) -> wasmtime::Result<ErrorCode> {
+        err.downcast()
+    }
+}
 
 impl locks::Host for WasmLockCtxView<'_> {}
 
@@ -126,43 +173,37 @@ impl locks::HostLock for WasmLockCtxView<'_> {
         dir: Resource<Descriptor>,
         path: String,
         k: types::Kind,
-    ) -> WitResult<Resource<GuestLock>> {
-        if !self.ctx.limits.allows(kind(k)) {
-            return Ok(Err(refuse(
-                ErrorKind::PermissionDenied,
-                &path,
-                "the host does not allow this kind of lock",
-            )));
+    ) -> LockResult<Resource<GuestLock>> {
+        let k = kind(k);
+        if !self.ctx.limits.allows(k) {
+            return Err(Code::NotPermitted.into());
         }
-        let locks = match self.lock_dir(&dir, &path)? {
-            Ok(d) => d,
-            Err(e) => return Ok(Err(e)),
-        };
-        // Resolve now, so a path out of the sandbox fails at open, not later.
-        let lock = locks.builder(&path).kind(kind(k)).build();
-        match lock.and_then(|l| l.entry().map(|_| l)) {
-            Ok(lock) => self.guest_lock(lock),
-            Err(e) => Ok(Err(to_wit(&e))),
-        }
+        let handle = self.handle_slot()?;
+        let locks = self.lock_dir(&dir)?;
+        // Resolved and opened now, so a path out of the sandbox fails here.
+        let lock = blocking(move || {
+            let lock = locks.builder(&path).kind(k).build()?;
+            lock.entry()?;
+            Ok(lock)
+        })
+        .await?;
+        self.push_lock(lock, false, handle)
     }
 
-    async fn on_file(&mut self, file: Resource<Descriptor>) -> WitResult<Resource<GuestLock>> {
-        let name = "<file descriptor>";
-        let Descriptor::File(f) = self.table.get(&file)? else {
-            return Ok(Err(refuse(
-                ErrorKind::InvalidPath,
-                name,
-                "the descriptor is a directory",
-            )));
-        };
-        let opened = f
-            .file
-            .try_clone()
-            .map_err(|e| Error::from_io(e, name.as_ref()));
-        match opened.and_then(|f| FileLock::from_file_as(f, PathBuf::from(name))) {
-            Ok(lock) => self.guest_lock(lock),
-            Err(e) => Ok(Err(to_wit(&e))),
+    async fn on_file(&mut self, file: Resource<Descriptor>) -> LockResult<Resource<GuestLock>> {
+        if !self.ctx.limits.allows(Kind::Os) {
+            return Err(Code::NotPermitted.into());
         }
+        let Descriptor::File(f) = self.table.get(&file)? else {
+            return Err(Code::InvalidPath.into());
+        };
+        let read_only = !f.open_mode.contains(OpenMode::WRITE) || f.perms.write_not_permitted();
+        let opened = f.file.try_clone();
+        let handle = self.handle_slot()?;
+        let name = PathBuf::from("<file descriptor>");
+        let opened = opened.map_err(|e| crate::Error::from_io(e, &name))?;
+        let lock = FileLock::from_file_as(opened, name)?;
+        self.push_lock(lock, read_only, handle)
     }
 
     async fn acquire(
@@ -170,102 +211,90 @@ impl locks::HostLock for WasmLockCtxView<'_> {
         this: Resource<GuestLock>,
         m: types::Mode,
         w: types::Wait,
-    ) -> WitResult<()> {
-        let g = self.table.get(&this)?;
-        let (lock, owner, held) = (g.lock.clone(), g.owner, g.held.clone());
-        let (m, w) = (mode(m), wait(w));
-        let reserved = match reserve_held(self, &lock, owner) {
-            Ok(r) => r,
-            Err(e) => return Ok(Err(e)),
-        };
-        // The guest is the party that waits: it cannot release what it
-        // holds while this call lasts.
-        let req = Request::new(owner, m).held_by(owner).blocking(owner, w);
-        let w = self.ctx.limits.clamp(w);
-        let acquired = match self.ctx.limits.slow_wait() {
-            Some((after, report)) => {
-                let path = lock.path().to_path_buf();
-                let on_wait = move |h| report(&path, h);
-                lock.acquire_reporting_async(req, w, after, on_wait).await
-            }
-            None => lock.acquire_async(req, w).await,
-        };
-        Ok(match acquired {
-            Ok(_) => {
-                if let Some(slot) = reserved {
-                    *held.lock().unwrap() = Some(slot);
-                }
-                Ok(())
-            }
-            Err(e) => Err(to_wit(&e)),
-        })
+    ) -> LockResult<Resource<GuestGuard>> {
+        let m = mode(m);
+        let (lock, held) = self.prepare(&this, m)?;
+        let party = self.ctx.owner;
+        let w = self.ctx.limits.clamp(wait(w));
+        let report = self.ctx.limits.slow_wait().map(|(after, report)| {
+            let path = lock.path().to_path_buf();
+            (after, move |h| report(&path, h))
+        });
+        // The guest waits in this call: it cannot release what it holds.
+        let guard = lock.lock_for_party_async(m, w, party, true, report).await?;
+        let guard = GuestGuard::new(Native::Lock(guard), held, self.deadline());
+        Ok(self.table.push(guard)?)
     }
 
     async fn start_acquire(
         &mut self,
         this: Resource<GuestLock>,
         m: types::Mode,
-    ) -> WitResult<Resource<PendingAcquire>> {
-        let g = self.table.get(&this)?;
-        let (lock, owner, held) = (g.lock.clone(), g.owner, g.held.clone());
-        let reserved = match reserve_held(self, &lock, owner) {
-            Ok(r) => r,
-            Err(e) => return Ok(Err(e)),
-        };
-        let req = Request::new(owner, mode(m))
-            .held_by(owner)
-            .blocking(owner, Wait::Forever);
+    ) -> LockResult<Resource<FutureGuard>> {
+        let m = mode(m);
+        let (lock, held) = self.prepare(&this, m)?;
+        let party = self.ctx.owner;
         let w = self.ctx.limits.clamp(Wait::Forever);
-        let fut_lock = lock.clone();
-        let future = Box::pin(async move { fut_lock.acquire_async(req, w).await.map(drop) });
-        let pending = PendingAcquire::new(lock, owner, future, reserved, held);
-        // A wait that could never end is refused now, not handed out.
-        if let Some(Err(e)) = pending.outcome()
-            && e.kind() == ErrorKind::Deadlock
-        {
-            return Ok(Err(types::Error::Deadlock));
+        let no_report = None::<(Duration, fn(Option<crate::Holder>))>;
+        // The guest goes on running meanwhile, free to release: no deadlock
+        // to detect.
+        let acquisition = async move {
+            lock.lock_for_party_async(m, w, party, false, no_report)
+                .await
+                .map(Native::Lock)
+        };
+        let pending = FutureGuard::start(acquisition, held, self.ctx.limits.max_hold());
+        Ok(self.table.push(pending)?)
+    }
+
+    async fn is_locked(&mut self, this: Resource<GuestLock>) -> LockResult<bool> {
+        let lock = self.table.get(&this)?.lock.clone();
+        blocking(move || lock.is_locked()).await
+    }
+
+    async fn holder(&mut self, this: Resource<GuestLock>) -> LockResult<Option<types::Holder>> {
+        let lock = self.table.get(&this)?.lock.clone();
+        let (party, reveal) = (self.ctx.owner, self.ctx.limits.reveal_holders());
+        let found = blocking(move || {
+            let Some(kind) = lock.holder_kind(party)? else {
+                return Ok(None);
+            };
+            let details = if reveal { lock.holder()? } else { None };
+            Ok(Some((kind, details)))
+        })
+        .await?;
+        Ok(found.map(|(kind, details)| {
+            let details = details.unwrap_or_default();
+            types::Holder {
+                kind: holder_kind(kind),
+                pid: details.pid,
+                host: details.host,
+                since: details
+                    .since
+                    .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                    .map(
+                        |d| wasmtime_wasi::p2::bindings::clocks::wall_clock::Datetime {
+                            seconds: d.as_secs(),
+                            nanoseconds: d.subsec_nanos(),
+                        },
+                    ),
+            }
+        }))
+    }
+
+    async fn break_lock(&mut self, this: Resource<GuestLock>, force: bool) -> LockResult<()> {
+        let lock = self.table.get(&this)?.lock.clone();
+        if !self.ctx.limits.allows_break(force) {
+            return Err(Code::NotPermitted.into());
         }
-        Ok(Ok(self.table.push(pending)?))
-    }
-
-    async fn release(&mut self, this: Resource<GuestLock>) -> WitResult<()> {
-        let g = self.table.get(&this)?;
-        let r = g.lock.release(g.owner);
-        if g.lock.hold_count_of(g.owner) == 0 {
-            g.held.lock().unwrap().take();
-        }
-        Ok(r.map_err(|e| to_wit(&e)))
-    }
-
-    async fn hold_count(&mut self, this: Resource<GuestLock>) -> wasmtime::Result<u32> {
-        let g = self.table.get(&this)?;
-        Ok(g.lock.hold_count_of(g.owner))
-    }
-
-    async fn is_locked(&mut self, this: Resource<GuestLock>) -> WitResult<bool> {
-        let g = self.table.get(&this)?;
-        Ok(g.lock.is_locked().map_err(|e| to_wit(&e)))
-    }
-
-    async fn holder(&mut self, this: Resource<GuestLock>) -> WitResult<Option<types::Holder>> {
-        let g = self.table.get(&this)?;
-        Ok(g.lock
-            .holder()
-            .map(|h| h.map(holder))
-            .map_err(|e| to_wit(&e)))
-    }
-
-    async fn break_lock(&mut self, this: Resource<GuestLock>, force: bool) -> WitResult<()> {
-        let g = self.table.get(&this)?;
-        if !self.ctx.limits.allow_break() {
-            let path = g.lock.path().display().to_string();
-            return Ok(Err(refuse(
-                ErrorKind::PermissionDenied,
-                &path,
-                "the host does not allow this guest to break locks",
-            )));
-        }
-        Ok(g.lock.break_lock(force).map_err(|e| to_wit(&e)))
+        blocking(move || match lock.break_lock(force) {
+            // A live holder, and no force: someone holds it.
+            Err(e) if e.kind() == crate::ErrorKind::NotOwner => {
+                Err(crate::Error::new(crate::ErrorKind::WouldBlock, lock.path()))
+            }
+            other => other,
+        })
+        .await
     }
 
     async fn drop(&mut self, this: Resource<GuestLock>) -> wasmtime::Result<()> {
@@ -274,40 +303,79 @@ impl locks::HostLock for WasmLockCtxView<'_> {
     }
 }
 
-/// Takes a unit of the held-locks quota when this acquisition would make the
-/// handle a holder (re-entrant acquisitions cost nothing).
-fn reserve_held(
-    view: &WasmLockCtxView<'_>,
-    lock: &FileLock,
-    owner: crate::Owner,
-) -> Result<Option<super::ctx::Slot>, types::Error> {
-    if lock.hold_count_of(owner) > 0 {
-        return Ok(None);
-    }
-    view.ctx
-        .limits
-        .take_held()
-        .map(Some)
-        .ok_or(types::Error::QuotaExceeded)
-}
-
-impl locks::HostPending for WasmLockCtxView<'_> {
-    async fn subscribe(
-        &mut self,
-        this: Resource<PendingAcquire>,
-    ) -> wasmtime::Result<Resource<wasmtime_wasi::p2::DynPollable>> {
-        wasmtime_wasi::p2::subscribe(self.table, this)
+impl locks::HostGuard for WasmLockCtxView<'_> {
+    async fn mode(&mut self, this: Resource<GuestGuard>) -> wasmtime::Result<types::Mode> {
+        Ok(wit_mode(self.table.get(&this)?.mode()))
     }
 
-    async fn finish(&mut self, this: Resource<PendingAcquire>) -> WitResult<()> {
-        let p = self.table.get_mut(&this)?;
-        Ok(match p.finish() {
-            None => Err(types::Error::WouldBlock),
-            Some(r) => r.map_err(|e| to_wit(&e)),
+    async fn slot(&mut self, this: Resource<GuestGuard>) -> wasmtime::Result<Option<u32>> {
+        Ok(self.table.get(&this)?.slot())
+    }
+
+    async fn fence(&mut self, this: Resource<GuestGuard>) -> wasmtime::Result<Option<u64>> {
+        // File locks issue no fencing tokens.
+        self.table.get(&this)?;
+        Ok(None)
+    }
+
+    async fn status(&mut self, this: Resource<GuestGuard>) -> wasmtime::Result<types::HoldStatus> {
+        Ok(if self.table.get(&this)?.is_lost() {
+            types::HoldStatus::Lost
+        } else {
+            types::HoldStatus::Held
         })
     }
 
-    async fn drop(&mut self, this: Resource<PendingAcquire>) -> wasmtime::Result<()> {
+    async fn subscribe_lost(
+        &mut self,
+        this: Resource<GuestGuard>,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        let signal = self.table.get(&this)?.lost_signal();
+        // Owned by the pollable, not a child of the guard: the guest may
+        // keep the pollable after the guard is gone.
+        let signal = self.table.push(signal)?;
+        wasmtime_wasi::p2::subscribe(self.table, signal)
+    }
+
+    async fn release(&mut self, this: Resource<GuestGuard>) -> LockResult<()> {
+        let guard = self.table.delete(this)?;
+        Ok(guard.release()?)
+    }
+
+    async fn drop(&mut self, this: Resource<GuestGuard>) -> wasmtime::Result<()> {
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+impl locks::HostFutureGuard for WasmLockCtxView<'_> {
+    async fn subscribe(
+        &mut self,
+        this: Resource<FutureGuard>,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        let done = self.table.get(&this)?.done();
+        // Owned by the pollable: keeping it past `get` and the future's drop
+        // is fine (it is ready then).
+        let done = self.table.push(done)?;
+        wasmtime_wasi::p2::subscribe(self.table, done)
+    }
+
+    async fn get(
+        &mut self,
+        this: Resource<FutureGuard>,
+    ) -> wasmtime::Result<
+        Option<std::result::Result<std::result::Result<Resource<GuestGuard>, ErrorCode>, ()>>,
+    > {
+        let outcome = self.table.get_mut(&this)?.get();
+        Ok(match outcome {
+            None => None,
+            Some(Err(())) => Some(Err(())),
+            Some(Ok(Err(e))) => Some(Ok(Err(ErrorCode::from(&e)))),
+            Some(Ok(Ok(guard))) => Some(Ok(Ok(self.table.push(guard)?))),
+        })
+    }
+
+    async fn drop(&mut self, this: Resource<FutureGuard>) -> wasmtime::Result<()> {
         self.table.delete(this)?;
         Ok(())
     }
@@ -319,56 +387,49 @@ impl locks::HostSemaphore for WasmLockCtxView<'_> {
         dir: Resource<Descriptor>,
         name: String,
         slots: u32,
-    ) -> WitResult<Resource<GuestSemaphore>> {
+    ) -> LockResult<Resource<GuestSemaphore>> {
         if !self.ctx.limits.allows(Kind::Os) {
-            return Ok(Err(refuse(
-                ErrorKind::PermissionDenied,
-                &name,
-                "the host does not allow OS locks",
-            )));
+            return Err(Code::NotPermitted.into());
         }
-        let locks = match self.lock_dir(&dir, &name)? {
-            Ok(d) => d,
-            Err(e) => return Ok(Err(e)),
-        };
-        let sem = match locks.semaphore(&name, slots as usize) {
-            Ok(s) => s,
-            Err(e) => return Ok(Err(to_wit(&e))),
-        };
-        let Some(handle) = self.ctx.limits.take_handle() else {
-            return Ok(Err(types::Error::QuotaExceeded));
-        };
-        let guest = GuestSemaphore {
-            sem: Arc::new(sem),
-            _handle: handle,
-        };
-        Ok(Ok(self.table.push(guest)?))
+        let slots = self.check_slots(slots)?;
+        let handle = self.handle_slot()?;
+        let locks = self.lock_dir(&dir)?;
+        let sem = blocking(move || locks.semaphore(&name, slots)).await?;
+        self.push_semaphore(sem, handle)
     }
 
     async fn acquire(
         &mut self,
         this: Resource<GuestSemaphore>,
         w: types::Wait,
-    ) -> WitResult<Resource<GuestPermit>> {
+    ) -> LockResult<Resource<GuestGuard>> {
         let sem = self.table.get(&this)?.sem.clone();
-        let Some(held) = self.ctx.limits.take_held() else {
-            return Ok(Err(types::Error::QuotaExceeded));
-        };
+        let held = self.held_slot()?;
         let w = self.ctx.limits.clamp(wait(w));
-        let permit = match sem.acquire_owned_async(w).await {
-            Ok(permit) => permit,
-            Err(e) => return Ok(Err(to_wit(&e))),
-        };
-        let permit = GuestPermit {
-            permit,
-            _held: held,
-        };
-        Ok(Ok(self.table.push(permit)?))
+        let permit = sem.acquire_owned_async(w).await?;
+        let guard = GuestGuard::new(Native::Permit(permit), held, self.deadline());
+        Ok(self.table.push(guard)?)
     }
 
-    async fn available(&mut self, this: Resource<GuestSemaphore>) -> WitResult<u32> {
-        let sem = &self.table.get(&this)?.sem;
-        Ok(sem.available().map(|n| n as u32).map_err(|e| to_wit(&e)))
+    async fn start_acquire(
+        &mut self,
+        this: Resource<GuestSemaphore>,
+    ) -> LockResult<Resource<FutureGuard>> {
+        let sem = self.table.get(&this)?.sem.clone();
+        let held = self.held_slot()?;
+        let w = self.ctx.limits.clamp(Wait::Forever);
+        let acquisition = async move { sem.acquire_owned_async(w).await.map(Native::Permit) };
+        let pending = FutureGuard::start(acquisition, held, self.ctx.limits.max_hold());
+        Ok(self.table.push(pending)?)
+    }
+
+    async fn available(&mut self, this: Resource<GuestSemaphore>) -> LockResult<u32> {
+        let sem = self.table.get(&this)?.sem.clone();
+        blocking(move || sem.available().map(|n| n as u32)).await
+    }
+
+    async fn slots(&mut self, this: Resource<GuestSemaphore>) -> wasmtime::Result<u32> {
+        Ok(self.table.get(&this)?.sem.slots() as u32)
     }
 
     async fn drop(&mut self, this: Resource<GuestSemaphore>) -> wasmtime::Result<()> {
@@ -377,13 +438,72 @@ impl locks::HostSemaphore for WasmLockCtxView<'_> {
     }
 }
 
-impl locks::HostPermit for WasmLockCtxView<'_> {
-    async fn slot(&mut self, this: Resource<GuestPermit>) -> wasmtime::Result<u32> {
-        Ok(self.table.get(&this)?.permit.slot() as u32)
+impl locks::HostNamespace for WasmLockCtxView<'_> {
+    async fn open(
+        &mut self,
+        this: Resource<GuestNamespace>,
+        key: String,
+    ) -> LockResult<Resource<GuestLock>> {
+        let ns = self.table.get(&this)?;
+        let (name, namespace) = (ns.name.clone(), ns.namespace.clone());
+        if !self.ctx.limits.allows(namespace.lock_kind()) {
+            return Err(Code::NotPermitted.into());
+        }
+        let handle = self.handle_slot()?;
+        let lock = blocking(move || {
+            let lock = namespace.lock(&name, &key)?;
+            lock.entry()?;
+            Ok(lock)
+        })
+        .await?;
+        self.push_lock(lock, false, handle)
     }
 
-    async fn drop(&mut self, this: Resource<GuestPermit>) -> wasmtime::Result<()> {
+    async fn open_semaphore(
+        &mut self,
+        this: Resource<GuestNamespace>,
+        key: String,
+        slots: u32,
+    ) -> LockResult<Resource<GuestSemaphore>> {
+        let ns = self.table.get(&this)?;
+        let (name, namespace) = (ns.name.clone(), ns.namespace.clone());
+        if !self.ctx.limits.allows(Kind::Os) {
+            return Err(Code::NotPermitted.into());
+        }
+        let slots = self.check_slots(slots)?;
+        let handle = self.handle_slot()?;
+        let sem = blocking(move || namespace.semaphore(&name, &key, slots)).await?;
+        self.push_semaphore(sem, handle)
+    }
+
+    async fn drop(&mut self, this: Resource<GuestNamespace>) -> wasmtime::Result<()> {
         self.table.delete(this)?;
         Ok(())
+    }
+}
+
+impl namespaces::Host for WasmLockCtxView<'_> {
+    async fn get_namespaces(
+        &mut self,
+    ) -> wasmtime::Result<Vec<(Resource<GuestNamespace>, String)>> {
+        let limits = self.ctx.limits.clone();
+        let mut granted = Vec::new();
+        for (name, namespace) in limits.namespaces() {
+            // Each listing is new handles, as `get-directories` gives new
+            // descriptors: counted, so listing in a loop cannot grow the
+            // table without bound.
+            let Some(handle) = limits.take_handle() else {
+                wasmtime::bail!(
+                    "wasmlock: the guest's open-handle limit was reached listing namespaces"
+                );
+            };
+            let ns = GuestNamespace {
+                name: name.clone(),
+                namespace: namespace.clone(),
+                _handle: handle,
+            };
+            granted.push((self.table.push(ns)?, name.clone()));
+        }
+        Ok(granted)
     }
 }

@@ -1,23 +1,32 @@
-//! Locks for WebAssembly components: the host side of `wasmlock:lock`.
+//! Locks for WebAssembly components: the host side of `wasmlock:lock@0.2.0`.
 //!
 //! A guest opens a lock the way WASI opens files — relative to a
-//! `wasi:filesystem` directory descriptor it holds — so it reaches nothing
-//! outside what WASI already granted it, and a read-only preopen cannot
-//! create lock files. Each store is one owner: two guests exclude each other
-//! exactly like two processes, and whatever a guest holds is released when
-//! its handles are dropped (at the latest with its store, after a trap too).
-//! Waiting is asynchronous: a waiting guest does not block the host thread.
+//! `wasi:filesystem` directory descriptor it holds — or by key in a
+//! namespace the embedder grants ([`WasmLockCtxBuilder::namespace`]), so it
+//! reaches nothing the host did not give it, and a read-only preopen cannot
+//! create lock files. Every acquisition returns a `guard` resource, and the
+//! guard is the hold: two guards exclude each other, within one guest and
+//! across guests, exactly like two processes. Dropping a guard releases it;
+//! whatever a guest holds is released at the latest when its store is
+//! dropped (after a trap, too). Waiting is asynchronous: a waiting guest
+//! does not block the host thread, and a pending acquisition
+//! (`future-guard`) can be polled together with other `wasi:io` events.
+//!
+//! A guest is hostile until proven otherwise: every limit of its
+//! [`WasmLockCtx`] (handles, held guards, semaphore slots, wait and hold
+//! times, lock kinds, breaking, what a read-only file may hold, what it
+//! learns about holders) is checked before any file is touched.
 //!
 //! # Embedding
 //!
-//! Add `wasmlock::add_to_linker` beside wasmtime-wasi, sharing one
+//! Add [`add_to_linker_async`] beside wasmtime-wasi, sharing one
 //! `ResourceTable`, so guest descriptors can be passed to lock functions:
 //!
 //! ```
 //! use wasmtime::component::{Linker, ResourceTable};
 //! use wasmtime::{Engine, Store};
 //! use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-//! use wasmlock::{WasmLockCtx, WasmLockCtxView, WasmLockView};
+//! use wasmlock::{Namespace, WasmLockCtx, WasmLockCtxView, WasmLockView};
 //!
 //! struct Host {
 //!     table: ResourceTable,
@@ -39,10 +48,11 @@
 //!
 //! # fn main() -> wasmtime::Result<()> {
 //! # let dir = tempfile::tempdir()?;
+//! # let jobs = tempfile::tempdir()?;
 //! let engine = Engine::default();
 //! let mut linker = Linker::<Host>::new(&engine);
 //! wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-//! wasmlock::add_to_linker(&mut linker)?;
+//! wasmlock::add_to_linker_async(&mut linker)?;
 //!
 //! let store = Store::new(&engine, Host {
 //!     table: ResourceTable::new(),
@@ -51,6 +61,10 @@
 //!         .build(),
 //!     locks: WasmLockCtx::builder()
 //!         .max_wait(std::time::Duration::from_secs(30))
+//!         .max_hold(std::time::Duration::from_secs(600))
+//!         // Keys of "jobs" are lock files in a directory the guest
+//!         // cannot otherwise see.
+//!         .namespace("jobs", Namespace::directory(jobs.path())?)
 //!         .build(),
 //! });
 //! // Then, in async code:
@@ -62,11 +76,25 @@
 
 mod bindings;
 mod ctx;
+mod error;
+mod guard;
 mod host;
+mod namespace;
+mod pending;
 mod resources;
 
 pub use ctx::{WasmLockCtx, WasmLockCtxBuilder};
-pub use resources::{GuestLock, GuestPermit, GuestSemaphore, PendingAcquire};
+pub use error::LockError;
+pub use namespace::Namespace;
+
+// The resource types behind the guest's handles: named in the generated
+// traits, of no use to an embedder.
+#[doc(hidden)]
+pub use guard::{GuestGuard, LostSignal};
+#[doc(hidden)]
+pub use pending::{Done, FutureGuard};
+#[doc(hidden)]
+pub use resources::{GuestLock, GuestNamespace, GuestSemaphore};
 
 use wasmtime::component::{HasData, Linker, ResourceTable};
 
@@ -102,11 +130,17 @@ impl HasData for WasmLock {
     type Data<'a> = WasmLockCtxView<'a>;
 }
 
-/// Adds the `wasmlock:lock` interfaces to `linker`. The host functions are
-/// async: instantiate and call with the `_async` wasmtime APIs.
-pub fn add_to_linker<T: WasmLockView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-    bindings::wasmlock::lock::types::add_to_linker::<T, WasmLock>(linker, T::locks)?;
-    bindings::wasmlock::lock::locks::add_to_linker::<T, WasmLock>(linker, T::locks)?;
+/// Adds the `wasmlock:lock@0.2.0` interfaces (`types`, `locks`,
+/// `namespaces`) to `linker`. The host functions are async: instantiate and
+/// call with the `_async` wasmtime APIs, as for
+/// `wasmtime_wasi::p2::add_to_linker_async`.
+pub fn add_to_linker_async<T: WasmLockView + 'static>(
+    linker: &mut Linker<T>,
+) -> wasmtime::Result<()> {
+    use bindings::wasmlock::lock::{locks, namespaces, types};
+    types::add_to_linker::<T, WasmLock>(linker, T::locks)?;
+    locks::add_to_linker::<T, WasmLock>(linker, T::locks)?;
+    namespaces::add_to_linker::<T, WasmLock>(linker, T::locks)?;
     Ok(())
 }
 
@@ -121,7 +155,7 @@ pub fn add_to_linker<T: WasmLockView + 'static>(linker: &mut Linker<T>) -> wasmt
 /// let engine = Engine::default();
 /// let mut linker = Linker::<WasiLockHost>::new(&engine);
 /// wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-/// wasmlock::add_to_linker(&mut linker)?;
+/// wasmlock::add_to_linker_async(&mut linker)?;
 /// let store = Store::new(&engine, WasiLockHost::new(WasiCtxBuilder::new().build(), WasmLockCtx::default()));
 /// # drop(store);
 /// # Ok(()) }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use wasmlock::{WasiLockHost, WasmLockCtx};
+use wasmlock::{Namespace, WasiLockHost, WasmLockCtx};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
@@ -20,7 +20,8 @@ use crate::{describe, duration, status};
 #[command(after_help = "Examples:\n  \
     wasmlock run --dir ./data::/data counter.wasm             the plugin sees ./data as /data\n  \
     wasmlock run --dir ./cfg::/cfg::ro --max-wait 30s p.wasm  read-only; no wait past 30 s\n  \
-    wasmlock run --allow-break --dir .::/work tool.wasm -- --verbose   arguments for the plugin")]
+    wasmlock run --allow-break --dir .::/work tool.wasm -- --verbose   arguments for the plugin\n  \
+    wasmlock run --namespace jobs=/var/lock/jobs --max-hold 10m worker.wasm   named locks, no directory")]
 pub(crate) struct RunArgs {
     /// Grant a host directory to the plugin as HOST::GUEST (read-write), or HOST::GUEST::ro.
     #[arg(long = "dir", value_name = "HOST::GUEST")]
@@ -28,9 +29,18 @@ pub(crate) struct RunArgs {
     /// Cap every wait of the plugin (its "forever" ends here), e.g. 30s, 500ms, 2.5.
     #[arg(long, value_parser = duration::parse)]
     max_wait: Option<Duration>,
-    /// Let the plugin break soft locks.
+    /// End any hold of the plugin after this long (the guard reports it lost).
+    #[arg(long, value_parser = duration::parse)]
+    max_hold: Option<Duration>,
+    /// Let the plugin break soft locks whose holder is gone.
     #[arg(long)]
     allow_break: bool,
+    /// Let the plugin break any soft lock, a live holder's too.
+    #[arg(long)]
+    allow_force_break: bool,
+    /// Grant a namespace of named locks as NAME=HOST_DIR: key K is the lock file HOST_DIR/K.lock (escaped); the plugin never sees HOST_DIR.
+    #[arg(long = "namespace", value_name = "NAME=HOST_DIR")]
+    namespaces: Vec<String>,
     /// The component (.wasm).
     plugin: PathBuf,
     /// Arguments for the plugin.
@@ -59,7 +69,10 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
     let RunArgs {
         dirs,
         max_wait,
+        max_hold,
         allow_break,
+        allow_force_break,
+        namespaces,
         plugin,
         args,
     } = args;
@@ -68,7 +81,7 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
         .map_err(|e| format!("{}: cannot load component: {e}", plugin.display()))?;
     let mut linker = Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| e.to_string())?;
-    wasmlock::add_to_linker(&mut linker).map_err(|e| e.to_string())?;
+    wasmlock::add_to_linker_async(&mut linker).map_err(|e| e.to_string())?;
 
     let mut wasi = WasiCtxBuilder::new();
     wasi.inherit_stdio()
@@ -91,6 +104,7 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
     }
     let mut locks = WasmLockCtx::builder()
         .allow_break(allow_break)
+        .allow_force_break(allow_force_break)
         .on_slow_wait(Duration::from_secs(1), |path, holder| {
             eprintln!(
                 "waiting for lock on {}{}",
@@ -100,6 +114,17 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
         });
     if let Some(max) = max_wait {
         locks = locks.max_wait(max);
+    }
+    if let Some(max) = max_hold {
+        locks = locks.max_hold(max);
+    }
+    for spec in &namespaces {
+        let Some((name, dir)) = spec.split_once('=') else {
+            return Err(format!("--namespace {spec:?}: expected NAME=HOST_DIR"));
+        };
+        let backend =
+            Namespace::directory(dir).map_err(|e| format!("--namespace {spec:?}: {e}"))?;
+        locks = locks.namespace(name, backend);
     }
     let mut store = Store::new(&engine, WasiLockHost::new(wasi.build(), locks.build()));
     let result = async {

@@ -30,6 +30,12 @@ pub(crate) fn meaning(err: &io::Error) -> Option<Meaning> {
     })
 }
 
+/// The system's policy refused (`EPERM`), not the file's permissions.
+#[cfg(feature = "wasmtime")]
+pub(crate) fn is_not_permitted(err: &io::Error) -> bool {
+    err.raw_os_error() == Some(libc::EPERM)
+}
+
 /// The file to be created exists already.
 pub(crate) fn is_exists(err: &io::Error) -> bool {
     err.raw_os_error() == Some(libc::EEXIST)

@@ -14,6 +14,8 @@ pub(crate) use watch::DirWatch;
 
 #[cfg(test)]
 pub(crate) use errno::NO_LOCKS_ERRNOS;
+#[cfg(feature = "wasmtime")]
+pub(crate) use errno::is_not_permitted;
 pub(crate) use errno::{Meaning, OpenFailure, is_exists, is_refusal, meaning, open_failure};
 
 pub(crate) use identity::{StartToken, host_name, pid_alive, process_start_token};

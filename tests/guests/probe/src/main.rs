@@ -2,24 +2,29 @@
 //! prints one line the test reads. Handles are named, so a script can hold
 //! several locks at once.
 //!
-//! Steps: `open:H:PATH:os|soft`, `onfile:H:PATH`, `acq:H:ex|sh:forever|try|MS`,
-//! `rel:H`, `count:H`, `locked:H`, `holder:H`, `break:H:force|noforce`,
-//! `drop:H`, `start:H:ex|sh`, `poll:H:MS`, `finish:H`, `sem:S:DIR:NAME:N`,
-//! `permit:S:forever|try|MS`, `droppermits`, `counter:H:FILE:N`,
-//! `touch:PATH`, `await:PATH`, `sleep:MS`, `trap`, `spin`, `hostile:os|soft:HEX`
-//! (open-at the first preopen with a hex-encoded path, then try), `log:PATH:TEXT`
-//! (append a line), `bench:H:N` (N uncontended lock+unlock, prints the
-//! nanoseconds they took).
+//! Steps: `open:H:PATH:os|soft`, `onfile:H:PATH`, `ns:H:NAMESPACE:KEY`,
+//! `nslist`, `acq:H:ex|sh:forever|try|MS` (keeps the guard under `H`),
+//! `rel:H` (releases `H`'s last guard), `count:H` (guards kept under `H`),
+//! `lost:H` (the last guard's status), `waitlost:H:MS` (its lost pollable
+//! against a timer), `locked:H`, `holder:H`, `break:H:force|noforce`,
+//! `drop:H` (the handle), `dropguards:H`, `leak:H` (forgets the guards), `start:H:ex|sh`, `semstart:S`,
+//! `keep:H` (keeps the pending acquisition's pollable), `poll:H:MS`,
+//! `finish:H` (keeps the pending acquisition: may be repeated), `unpend:H`,
+//! `sem:S:DIR:NAME:N`, `nssem:S:NAMESPACE:KEY:N`, `permit:S:forever|try|MS`,
+//! `droppermits`, `counter:H:FILE:N`, `touch:PATH`, `await:PATH`,
+//! `sleep:MS`, `trap`, `spin`, `hostile:os|soft:HEX` (open-at the first
+//! preopen with a hex-encoded path, then try), `log:PATH:TEXT` (append a
+//! line), `bench:H:N` (N uncontended lock+unlock, prints the nanoseconds
+//! they took). `--then` splits the steps between two instances in one store.
 
 use std::collections::HashMap;
-use std::rc::Rc;
 use std::time::Duration;
 
 use wasip2::clocks::monotonic_clock::subscribe_duration;
 use wasip2::filesystem::preopens::get_directories;
 use wasip2::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
-use wasip2::io::poll::poll;
-use wasmlock_guest::{Kind, Lock, Mode, PendingLock, Permit, Semaphore, Wait};
+use wasip2::io::poll::{Pollable, poll};
+use wasmlock_guest::{Guard, Kind, Lock, Mode, Namespace, PendingLock, Permit, Semaphore, Wait};
 
 fn wait(word: &str) -> Wait {
     match word {
@@ -60,11 +65,28 @@ fn bump(path: &str) {
 }
 
 fn main() {
-    let mut locks: HashMap<String, Rc<Lock>> = HashMap::new();
-    let mut pending: HashMap<String, PendingLock<'static>> = HashMap::new();
+    let mut locks: HashMap<String, Lock> = HashMap::new();
+    let mut guards: HashMap<String, Vec<Guard>> = HashMap::new();
+    let mut pending: HashMap<String, PendingLock> = HashMap::new();
+    let mut kept: Vec<Pollable> = Vec::new();
     let mut sems: HashMap<String, Semaphore> = HashMap::new();
     let mut permits: Vec<Permit> = Vec::new();
-    for step in std::env::args().skip(1) {
+    // Several instances in one store share their arguments: `--then`
+    // splits them, and a file says which part this instance runs.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let steps = match args.iter().position(|a| a == "--then") {
+        None => args,
+        Some(split) => {
+            let marker = "/data/.probe-first-ran";
+            if std::fs::metadata(marker).is_err() {
+                std::fs::write(marker, b"").unwrap();
+                args[..split].to_vec()
+            } else {
+                args[split + 1..].to_vec()
+            }
+        }
+    };
+    for step in steps {
         let parts: Vec<&str> = step.split(':').collect();
         let line = match parts.as_slice() {
             ["open", h, path, kind] => {
@@ -75,12 +97,20 @@ fn main() {
                 };
                 match Lock::open_kind(path, kind) {
                     Ok(l) => {
-                        locks.insert(h.to_string(), Rc::new(l));
+                        locks.insert(h.to_string(), l);
                         "ok".into()
                     }
                     Err(e) => outcome::<()>(Err(e)),
                 }
             }
+            ["ns", h, ns, key] => match Namespace::get(ns).and_then(|ns| ns.lock(key)) {
+                Ok(l) => {
+                    locks.insert(h.to_string(), l);
+                    "ok".into()
+                }
+                Err(e) => outcome::<()>(Err(e)),
+            },
+            ["nslist"] => Namespace::list().join(","),
             // Open-at on the first preopen with a path given in hex (any
             // bytes, ':' and NUL included), then one try: what a hostile
             // guest would do. Prints both outcomes.
@@ -113,26 +143,63 @@ fn main() {
                     .expect("open data file");
                 match Lock::on_file(&file) {
                     Ok(l) => {
-                        locks.insert(h.to_string(), Rc::new(l));
+                        locks.insert(h.to_string(), l);
                         "ok".into()
                     }
                     Err(e) => outcome::<()>(Err(e)),
                 }
             }
-            ["acq", h, m, w] => {
-                let r = locks[*h].lock_with(mode(m), wait(w));
+            ["acq", h, m, w] => match locks[*h].lock_with(mode(m), wait(w)) {
                 // Keep the hold: the script releases it with rel.
-                r.map(std::mem::forget)
-                    .map_or_else(|e| outcome::<()>(Err(e)), |_| "ok".into())
+                Ok(g) => {
+                    guards.entry(h.to_string()).or_default().push(g);
+                    "ok".into()
+                }
+                Err(e) => outcome::<()>(Err(e)),
+            },
+            ["rel", h] => match guards.get_mut(*h).and_then(Vec::pop) {
+                Some(g) => outcome(g.unlock()),
+                None => "no guard".into(),
+            },
+            ["count", h] => guards.get(*h).map_or(0, Vec::len).to_string(),
+            // Leaves the guards to the store: they stay held after this
+            // instance's `run` returns.
+            ["leak", h] => {
+                guards
+                    .remove(*h)
+                    .into_iter()
+                    .flatten()
+                    .for_each(std::mem::forget);
+                "ok".into()
             }
-            ["rel", h] => outcome(locks[*h].unlock()),
-            ["count", h] => locks[*h].hold_count().to_string(),
+            ["dropguards", h] => {
+                guards.remove(*h);
+                "ok".into()
+            }
+            ["lost", h] => match guards.get(*h).and_then(|g| g.last()) {
+                Some(g) if g.is_lost() => "lost".into(),
+                Some(_) => "held".into(),
+                None => "no guard".into(),
+            },
+            ["waitlost", h, ms] => {
+                let lost = guards[*h].last().expect("a guard").lost_pollable();
+                let timer = subscribe_duration(ms.parse::<u64>().unwrap() * 1_000_000);
+                if poll(&[&lost, &timer]).contains(&0) {
+                    "lost".into()
+                } else {
+                    "timeout".into()
+                }
+            }
             ["locked", h] => match locks[*h].is_locked() {
                 Ok(b) => b.to_string(),
                 Err(e) => outcome::<()>(Err(e)),
             },
             ["holder", h] => match locks[*h].holder() {
-                Ok(Some(hd)) => format!("pid {}", hd.pid.map_or("?".into(), |p| p.to_string())),
+                Ok(Some(hd)) => format!(
+                    "{:?} pid {}",
+                    hd.kind,
+                    hd.pid.map_or("?".into(), |p| p.to_string())
+                ),
                 Ok(None) => "none".into(),
                 Err(e) => outcome::<()>(Err(e)),
             },
@@ -141,17 +208,23 @@ fn main() {
                 locks.remove(*h);
                 "ok".into()
             }
-            ["start", h, m] => {
-                // A pending acquisition borrows its lock; this one lives
-                // until the store goes, and the script may go on using it.
-                let lock: &'static Rc<Lock> = Box::leak(Box::new(locks[*h].clone()));
-                match lock.start_lock(mode(m)) {
-                    Ok(p) => {
-                        pending.insert(h.to_string(), p);
-                        "ok".into()
-                    }
-                    Err(e) => outcome::<()>(Err(e)),
+            ["start", h, m] => match locks[*h].start_lock(mode(m)) {
+                Ok(p) => {
+                    pending.insert(h.to_string(), p);
+                    "ok".into()
                 }
+                Err(e) => outcome::<()>(Err(e)),
+            },
+            ["semstart", s] => match sems[*s].start_acquire() {
+                Ok(p) => {
+                    pending.insert(s.to_string(), p);
+                    "ok".into()
+                }
+                Err(e) => outcome::<()>(Err(e)),
+            },
+            ["keep", h] => {
+                kept.push(pending[*h].pollable());
+                "ok".into()
             }
             ["poll", h, ms] => {
                 let p = &pending[*h];
@@ -163,12 +236,14 @@ fn main() {
                     "timeout".into()
                 }
             }
-            ["finish", h] => {
-                let p = pending.remove(*h).expect("started");
-                p.finish()
-                    .map(std::mem::forget)
-                    .map_or_else(|e| outcome::<()>(Err(e)), |_| "ok".into())
-            }
+            ["finish", h] => match pending[*h].finish() {
+                Ok(g) => {
+                    let slot = g.slot().map_or(String::new(), |s| format!(" slot {s}"));
+                    guards.entry(h.to_string()).or_default().push(g);
+                    format!("ok{slot}")
+                }
+                Err(e) => outcome::<()>(Err(e)),
+            },
             ["unpend", h] => {
                 pending.remove(*h);
                 "ok".into()
@@ -180,6 +255,15 @@ fn main() {
                 }
                 Err(e) => outcome::<()>(Err(e)),
             },
+            ["nssem", s, ns, key, n] => {
+                match Namespace::get(ns).and_then(|ns| ns.semaphore(key, n.parse().unwrap())) {
+                    Ok(sem) => {
+                        sems.insert(s.to_string(), sem);
+                        "ok".into()
+                    }
+                    Err(e) => outcome::<()>(Err(e)),
+                }
+            }
             ["permit", s, w] => match sems[*s].acquire(wait(w)) {
                 Ok(p) => {
                     let slot = p.slot();

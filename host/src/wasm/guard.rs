@@ -1,0 +1,200 @@
+//! A guest's guard: one hold of a lock or one permit of a semaphore. The
+//! guest releases it by dropping it; the host ends it when the embedder's
+//! maximum hold time runs out, and tells the guest through `lost`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use wasmtime_wasi::runtime::{AbortOnDropJoinHandle, spawn};
+
+use super::ctx::Slot;
+use crate::{Kind, Mode, OwnedLockGuard, OwnedPermit, Result};
+
+/// How often the lost pollable of a soft hold looks at its marker when no
+/// one ends the hold from this host (someone elsewhere may remove it).
+const LOST_CHECK: Duration = Duration::from_millis(100);
+
+/// What a guard holds in the engine.
+#[derive(Debug)]
+pub(crate) enum Native {
+    Lock(OwnedLockGuard),
+    Permit(OwnedPermit),
+}
+
+impl Native {
+    fn mode(&self) -> Mode {
+        match self {
+            Native::Lock(g) => g.mode(),
+            Native::Permit(_) => Mode::Exclusive,
+        }
+    }
+
+    fn slot(&self) -> Option<u32> {
+        match self {
+            Native::Lock(_) => None,
+            Native::Permit(p) => Some(p.slot() as u32),
+        }
+    }
+
+    /// Whether someone else can take the hold away without this host
+    /// knowing: soft markers can be removed.
+    fn can_be_taken(&self) -> bool {
+        matches!(self, Native::Lock(g) if g.lock().kind() == Kind::Soft)
+    }
+
+    fn is_lost(&self) -> bool {
+        match self {
+            Native::Lock(g) => g.is_lost(),
+            Native::Permit(_) => false,
+        }
+    }
+
+    fn release(self) -> Result<()> {
+        match self {
+            Native::Lock(g) => g.unlock(),
+            Native::Permit(p) => p.release(),
+        }
+    }
+}
+
+/// The hold, shared by the guard, its lost pollables and its timer.
+#[derive(Debug)]
+struct Cell {
+    /// `None` once released or ended by the host.
+    native: Mutex<Option<Native>>,
+    lost: watch::Sender<bool>,
+    can_be_taken: bool,
+}
+
+impl Cell {
+    /// Whether the hold was lost; notices a removed soft marker.
+    fn check(&self) -> bool {
+        if *self.lost.borrow() {
+            return true;
+        }
+        let taken = self
+            .native
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(Native::is_lost);
+        if taken {
+            self.lost.send_replace(true);
+        }
+        taken
+    }
+
+    /// Ends the hold from the host's side: releases it, and says so.
+    fn end(&self) {
+        let native = self.native.lock().unwrap().take();
+        if let Some(native) = native {
+            let _ = native.release();
+            self.lost.send_replace(true);
+        }
+    }
+}
+
+/// A guest's guard (`wasmlock:lock/locks.guard`).
+#[derive(Debug)]
+pub struct GuestGuard {
+    cell: Arc<Cell>,
+    mode: Mode,
+    slot: Option<u32>,
+    _timer: Option<AbortOnDropJoinHandle<()>>,
+    _held: Slot,
+}
+
+impl GuestGuard {
+    /// A guard for `native`, counted in the guest's held-locks quota by
+    /// `held`, ended by the host at `deadline` if the guest still holds it.
+    pub(crate) fn new(native: Native, held: Slot, deadline: Option<Instant>) -> GuestGuard {
+        let (mode, slot) = (native.mode(), native.slot());
+        let cell = Arc::new(Cell {
+            can_be_taken: native.can_be_taken(),
+            native: Mutex::new(Some(native)),
+            lost: watch::Sender::new(false),
+        });
+        let timer = deadline.map(|at| {
+            let cell = cell.clone();
+            spawn(async move {
+                tokio::time::sleep_until(at).await;
+                cell.end();
+            })
+        });
+        GuestGuard {
+            cell,
+            mode,
+            slot,
+            _timer: timer,
+            _held: held,
+        }
+    }
+
+    pub(crate) fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    pub(crate) fn slot(&self) -> Option<u32> {
+        self.slot
+    }
+
+    pub(crate) fn is_lost(&self) -> bool {
+        self.cell.check()
+    }
+
+    /// A pollable's target that becomes ready when the hold is lost.
+    pub(crate) fn lost_signal(&self) -> LostSignal {
+        LostSignal {
+            cell: self.cell.clone(),
+            lost: self.cell.lost.subscribe(),
+        }
+    }
+
+    /// Releases now. A hold already ended is `Lost`.
+    pub(crate) fn release(self) -> Result<(), crate::Error> {
+        let native = self.cell.native.lock().unwrap().take();
+        match native {
+            Some(native) => native.release(),
+            None => Err(crate::Error::new(crate::ErrorKind::Lost, "")
+                .with_detail("the hold was ended by the host (maximum hold time)")),
+        }
+    }
+}
+
+impl Drop for GuestGuard {
+    fn drop(&mut self) {
+        let native = self.cell.native.lock().unwrap().take();
+        drop(native);
+    }
+}
+
+/// Ready once a guard's hold is lost. It may outlive the guard; after a
+/// release it never becomes ready.
+#[derive(Debug)]
+pub struct LostSignal {
+    cell: Arc<Cell>,
+    lost: watch::Receiver<bool>,
+}
+
+#[wasmtime_wasi::async_trait]
+impl wasmtime_wasi::p2::Pollable for LostSignal {
+    async fn ready(&mut self) {
+        loop {
+            if self.cell.check() {
+                return;
+            }
+            let ended = self.lost.wait_for(|lost| *lost);
+            if !self.cell.can_be_taken {
+                let _ = ended.await;
+                return;
+            }
+            // A soft marker can be removed by anyone, anywhere: look again
+            // now and then, as soft-lock waiters do.
+            if tokio::time::timeout(LOST_CHECK, ended).await.is_ok() {
+                return;
+            }
+        }
+    }
+}
