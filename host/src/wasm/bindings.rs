@@ -6,7 +6,9 @@
 wasmtime::component::bindgen!({
     path: "wit",
     world: "wasmlock:lock/imports",
-    imports: { default: async | trappable | tracing },
+    // No `tracing` here: a span per call would cost a guest lock+unlock
+    // more than the lock itself; the engine logs at debug level instead.
+    imports: { default: async | trappable },
     with: {
         "wasi": wasmtime_wasi::p2::bindings,
         "wasmlock:lock/locks.lock": super::resources::GuestLock,

@@ -2,10 +2,11 @@
 //! guest releases it by dropping it; the host ends it when the embedder's
 //! maximum hold time runs out, and tells the guest through `lost`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use wasmtime_wasi::runtime::{AbortOnDropJoinHandle, spawn};
 
@@ -64,14 +65,16 @@ impl Native {
 struct Cell {
     /// `None` once released or ended by the host.
     native: Mutex<Option<Native>>,
-    lost: watch::Sender<bool>,
-    can_be_taken: bool,
+    lost: AtomicBool,
+    /// Wakes lost pollables. A `Notify` costs nothing until someone waits,
+    /// which matters: every guest lock+unlock makes and drops a cell.
+    wake: Notify,
 }
 
 impl Cell {
     /// Whether the hold was lost; notices a removed soft marker.
     fn check(&self) -> bool {
-        if *self.lost.borrow() {
+        if self.lost.load(Ordering::Acquire) {
             return true;
         }
         let taken = self
@@ -81,9 +84,24 @@ impl Cell {
             .as_ref()
             .is_some_and(Native::is_lost);
         if taken {
-            self.lost.send_replace(true);
+            self.mark_lost();
         }
         taken
+    }
+
+    /// Whether someone elsewhere may end the hold (asked only by lost
+    /// pollables: it costs a look at the handle).
+    fn can_be_taken(&self) -> bool {
+        self.native
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(Native::can_be_taken)
+    }
+
+    fn mark_lost(&self) {
+        self.lost.store(true, Ordering::Release);
+        self.wake.notify_waiters();
     }
 
     /// Ends the hold from the host's side: releases it, and says so.
@@ -91,7 +109,7 @@ impl Cell {
         let native = self.native.lock().unwrap().take();
         if let Some(native) = native {
             let _ = native.release();
-            self.lost.send_replace(true);
+            self.mark_lost();
         }
     }
 }
@@ -112,9 +130,9 @@ impl GuestGuard {
     pub(crate) fn new(native: Native, held: Slot, deadline: Option<Instant>) -> GuestGuard {
         let (mode, slot) = (native.mode(), native.slot());
         let cell = Arc::new(Cell {
-            can_be_taken: native.can_be_taken(),
             native: Mutex::new(Some(native)),
-            lost: watch::Sender::new(false),
+            lost: AtomicBool::new(false),
+            wake: Notify::new(),
         });
         let timer = deadline.map(|at| {
             let cell = cell.clone();
@@ -148,7 +166,6 @@ impl GuestGuard {
     pub(crate) fn lost_signal(&self) -> LostSignal {
         LostSignal {
             cell: self.cell.clone(),
-            lost: self.cell.lost.subscribe(),
         }
     }
 
@@ -175,26 +192,26 @@ impl Drop for GuestGuard {
 #[derive(Debug)]
 pub struct LostSignal {
     cell: Arc<Cell>,
-    lost: watch::Receiver<bool>,
 }
 
 #[wasmtime_wasi::async_trait]
 impl wasmtime_wasi::p2::Pollable for LostSignal {
     async fn ready(&mut self) {
         loop {
+            // Registered before the check: a loss right after it wakes us.
+            let ended = self.cell.wake.notified();
+            let mut ended = std::pin::pin!(ended);
+            ended.as_mut().enable();
             if self.cell.check() {
                 return;
             }
-            let ended = self.lost.wait_for(|lost| *lost);
-            if !self.cell.can_be_taken {
-                let _ = ended.await;
-                return;
+            if !self.cell.can_be_taken() {
+                ended.await;
+                continue;
             }
             // A soft marker can be removed by anyone, anywhere: look again
             // now and then, as soft-lock waiters do.
-            if tokio::time::timeout(LOST_CHECK, ended).await.is_ok() {
-                return;
-            }
+            let _ = tokio::time::timeout(LOST_CHECK, ended).await;
         }
     }
 }

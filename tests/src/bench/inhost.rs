@@ -85,7 +85,7 @@ pub(super) fn run(sizes: &Sizes, dir: &Path, report: &mut Report) -> Result<()> 
             "ops/s",
         )
         .against(format!("{n} tokio tasks, tokio::sync::Mutex"), base)
-        .target(">= 0.25", ours / base >= 0.25),
+        .target(">= 0.5", ours / base >= 0.5),
     );
     Ok(())
 }
