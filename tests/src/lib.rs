@@ -100,6 +100,9 @@ pub struct Outcome {
     /// `Err` with the trap or error message when the guest did not exit cleanly.
     pub result: Result<(), String>,
     pub stdout: String,
+    /// Guards the host still counted for the guest when it exited (those it
+    /// leaked to the store), before the store was dropped.
+    pub held_at_end: usize,
 }
 
 impl Outcome {
@@ -225,11 +228,13 @@ impl Runtime {
             Ok(Err(())) => Err("the guest returned an error".to_owned()),
             Err(e) => Err(format!("{e:?}")),
         };
+        let held_at_end = store.data().lock_ctx().held_locks();
         // Dropping the store releases everything the guest still held.
         drop(store);
         Ok(Outcome {
             result,
             stdout: String::from_utf8_lossy(&stdout.contents()).into_owned(),
+            held_at_end,
         })
     }
 }

@@ -318,9 +318,11 @@ async fn namespaces_map_keys_to_locks_the_guest_cannot_otherwise_reach() {
     assert!(tree(data.path()).is_empty());
 }
 
-/// Two components in one store are two guests as far as exclusion goes: the
-/// first leaves its guard in the store, the second is kept out (and would
-/// wait forever for a lock its own store holds: deadlock, not a hang).
+/// Two components in one store (one guest context: one party for deadlock
+/// detection) hold through guards, not through the store: the first leaves
+/// its guard in the store, the second is kept out — and waiting forever for
+/// a lock its own store holds, which the store could never release while it
+/// waits, is a deadlock, not a hang.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_components_in_one_store_exclude_each_other() {
     let dir = tempfile::tempdir().unwrap();
@@ -350,4 +352,63 @@ async fn two_components_in_one_store_exclude_each_other() {
         free(&dir.path().join("one.lock")),
         "the store took the guard with it"
     );
+}
+
+/// A forever wait the host caps is still judged as forever: a guest waiting
+/// for its own hold gets `deadlock` at once, not `timeout` after the cap.
+/// And what fails at once fails in `start-acquire`, not later in `get`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlock_is_found_under_the_wait_cap_and_start_fails_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    with_ctx(
+        dir.path(),
+        WasmLockCtx::builder().max_wait(Duration::from_secs(30)),
+        &[
+            ("open:a:/data/d.lock:os", "ok"),
+            ("open:b:/data/d.lock:os", "ok"),
+            ("acq:a:ex:forever", "ok"),
+            ("acq:b:ex:forever", "err Deadlock"),
+            ("acq:b:ex:100", "err Timeout"),
+            ("open:s:/data/s.lock:soft", "ok"),
+            ("start:s:sh", "err Unsupported"),
+            ("start:s:ex", "ok"),
+            ("finish:s", "ok"),
+        ],
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the capped forever wait was waited out instead of refused"
+    );
+}
+
+/// A guest blocked in `acquire(forever)` behind its own pending acquisition:
+/// when that is granted, the blocked call can never be (the guest cannot
+/// take or drop the grant while it waits), so it fails as a deadlock at the
+/// grant instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_wait_behind_the_guests_own_pending_grant_is_a_deadlock() {
+    let dir = tempfile::tempdir().unwrap();
+    let native = FileLock::new(dir.path().join("b.lock")).unwrap();
+    let held = native.lock().unwrap();
+    const BEHIND: &Script<'_> = &[
+        ("open:a:/data/b.lock:os", "ok"),
+        ("start:a:ex", "ok"),
+        ("touch:/data/queued", "ok"),
+        ("acq:a:ex:forever", "err Deadlock"),
+        ("finish:a", "ok"),
+        ("rel:a", "ok"),
+    ];
+    let guest = spawn_script(dir.path(), BEHIND, WasmLockCtx::builder());
+    until_exists(&dir.path().join("queued")).await;
+    // Long enough for the blocking call to queue behind the pending one.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(held);
+    let out = tokio::time::timeout(Duration::from_secs(30), guest)
+        .await
+        .expect("the blocked guest hung")
+        .unwrap();
+    out.check(BEHIND);
+    assert!(free(&dir.path().join("b.lock")));
 }

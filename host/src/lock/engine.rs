@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::FileLock;
 use super::fast::Granted;
 use crate::backend::soft::unsupported_shared;
-use crate::manager::{Attempt, Entry, Pending};
+use crate::manager::{Attempt, Entry, Pending, self_deadlock};
 use crate::{Error, ErrorKind, Holder, Kind, Mode, Owner, Result, Wait};
 
 /// How often a lock file may be found unlinked or replaced right after it was
@@ -102,8 +102,8 @@ impl FileLock {
             };
             let id = self.holder_id(req.owner, req.party);
             let pending = match deadline {
-                None => Pending::start_forever(entry.clone(), req.mode, id),
-                Some(_) => Pending::start(vec![entry.clone()], req.mode, id),
+                None => Pending::start_forever(entry.clone(), req.mode, id, req.blocks),
+                Some(_) => Pending::start_stuck(entry.clone(), req.mode, id, req.blocks),
             };
             let settled = pending.wait(deadline);
             if self.finish(req, &entry, settled.map(drop))? {
@@ -124,7 +124,7 @@ impl FileLock {
                 Begin::Wait(entry) => entry,
             };
             let id = self.holder_id(req.owner, req.party);
-            let settled = Pending::start(vec![entry.clone()], req.mode, id)
+            let settled = Pending::start_stuck(entry.clone(), req.mode, id, req.blocks)
                 .into_future(deadline)
                 .await;
             if self.finish(req, &entry, settled.map(drop))? {
@@ -223,10 +223,7 @@ impl FileLock {
                 .blocks
                 .is_some_and(|party| entry.held_against(party, req.mode))
             {
-                return Err(Error::new(ErrorKind::Deadlock, self.path()).with_detail(
-                    "the waiting thread (or guest) already holds this lock; \
-                     waiting forever would never end",
-                ));
+                return Err(self_deadlock(self.path()));
             }
             tracing::debug!(path = %self.path().display(), mode = ?req.mode, "waiting");
             return Ok(Begin::Wait(entry));

@@ -159,7 +159,8 @@ impl FileLock {
 impl FileLock {
     /// An owned guard for a guest: the hold is the guard's own, booked for
     /// `party` (the guest), whom deadlock detection looks for when `blocks`
-    /// says the guest cannot go on (and so cannot release) while it waits.
+    /// says the guest asked to wait forever and cannot go on (and so cannot
+    /// release) meanwhile — also when the host capped that wait to `wait`.
     /// A wait longer than `after` is reported once through `on_wait`.
     pub(crate) async fn lock_for_party_async(
         self: &Arc<Self>,
@@ -171,7 +172,7 @@ impl FileLock {
     ) -> Result<OwnedLockGuard> {
         let req = Request::solo(mode).held_by(party);
         let req = if blocks {
-            req.blocking(party, wait)
+            req.blocking(party, Wait::Forever)
         } else {
             req
         };

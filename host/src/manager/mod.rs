@@ -220,10 +220,7 @@ impl Entry {
     /// Whether `party` holds this lock, through any handle, in a way that
     /// excludes a request in `mode`.
     pub(crate) fn held_against(&self, party: Owner, mode: Mode) -> bool {
-        self.state()
-            .holds
-            .iter()
-            .any(|h| h.id.party == Some(party) && !(h.mode == Mode::Shared && mode == Mode::Shared))
+        held_against(&self.state().holds, party, mode)
     }
 
     /// Whether anyone in this process holds the lock.
@@ -272,8 +269,31 @@ impl Entry {
 
     fn enqueue(self: &Arc<Self>, waiter: &Arc<Waiter>, index: usize) {
         let mut st = self.state();
+        // Checked again here, under the state's lock: a hold granted to the
+        // stuck party after the caller looked must not slip past.
+        if waiter
+            .stuck
+            .is_some_and(|party| held_against(&st.holds, party, waiter.mode))
+        {
+            waiter.fail(self_deadlock(self.backend.path()));
+            return;
+        }
         st.queue.push_back((waiter.clone(), index));
         self.dispatch_logged(&mut st);
+    }
+
+    /// Fails the queued waits that a hold just granted to `party` makes
+    /// endless: waits `party` cannot go on during (a guest blocked in a call
+    /// behind its own pending acquisition, now granted).
+    fn fail_stuck(&self, st: &mut State, party: Owner) {
+        let path = self.backend.path();
+        st.queue.retain(|(w, _)| {
+            let endless = w.stuck == Some(party) && held_against(&st.holds, party, w.mode);
+            if endless {
+                w.fail(self_deadlock(path));
+            }
+            !endless
+        });
     }
 
     fn withdraw(self: &Arc<Self>, waiter: &Arc<Waiter>) {
@@ -357,6 +377,9 @@ impl Entry {
                             mode: front.mode,
                             confirmed: false,
                         });
+                        if let Some(party) = front.holder.party {
+                            self.fail_stuck(st, party);
+                        }
                     }
                 }
                 Ok(Take::Busy) => break,
@@ -491,6 +514,22 @@ impl Drop for Unwinding<'_> {
             w.fail(err.clone());
         }
     }
+}
+
+/// Whether `party` holds, among `holds`, in a way that excludes a request in
+/// `mode`.
+fn held_against(holds: &[Hold], party: Owner, mode: Mode) -> bool {
+    holds
+        .iter()
+        .any(|h| h.id.party == Some(party) && !(h.mode == Mode::Shared && mode == Mode::Shared))
+}
+
+/// The error of a wait that could never end.
+pub(crate) fn self_deadlock(path: &std::path::Path) -> Error {
+    Error::new(ErrorKind::Deadlock, path).with_detail(
+        "the waiting thread (or guest) already holds this lock; \
+         waiting forever would never end",
+    )
 }
 
 #[cfg(test)]

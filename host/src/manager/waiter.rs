@@ -8,7 +8,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use super::{Entry, HolderId};
-use crate::{Error, Mode};
+use crate::{Error, Mode, Owner};
 
 /// Where a waiter stands.
 #[derive(Debug, Clone)]
@@ -44,16 +44,21 @@ pub(crate) struct Waiter {
     /// do the entry's kernel wait itself: the kernel then wakes the thread
     /// that wants the lock, not a helper that would have to wake it in turn.
     pub(crate) blocks_itself: bool,
+    /// The party that cannot go on while this waiter waits (a thread, a
+    /// guest in a blocking call): a hold of its own that excludes this
+    /// request would never be released, and the wait fails as a deadlock.
+    pub(crate) stuck: Option<Owner>,
     slot: Mutex<Slot>,
     cv: Condvar,
 }
 
 impl Waiter {
-    fn new(mode: Mode, holder: HolderId, blocks_itself: bool) -> Waiter {
+    fn new(mode: Mode, holder: HolderId, blocks_itself: bool, stuck: Option<Owner>) -> Waiter {
         Waiter {
             mode,
             holder,
             blocks_itself,
+            stuck,
             slot: Mutex::new(Slot {
                 outcome: Outcome::Pending,
                 waker: None,
@@ -176,14 +181,30 @@ pub(crate) type Settled = Result<usize, Option<Error>>;
 impl Pending {
     /// Queues one waiter in every entry; the first entry to grant wins.
     pub(crate) fn start(entries: Vec<Arc<Entry>>, mode: Mode, holder: HolderId) -> Pending {
-        Pending::queue(entries, mode, holder, false)
+        Pending::queue(entries, mode, holder, false, None)
+    }
+
+    /// [`start`](Self::start) in one entry for a wait that `stuck` cannot go
+    /// on during (see [`Waiter::stuck`]).
+    pub(crate) fn start_stuck(
+        entry: Arc<Entry>,
+        mode: Mode,
+        holder: HolderId,
+        stuck: Option<Owner>,
+    ) -> Pending {
+        Pending::queue(vec![entry], mode, holder, false, stuck)
     }
 
     /// Queues a waiter in one entry for a thread that will wait for it
     /// without a deadline ([`Pending::wait`]`(None)`): that thread may be
     /// asked to do the kernel wait itself.
-    pub(crate) fn start_forever(entry: Arc<Entry>, mode: Mode, holder: HolderId) -> Pending {
-        Pending::queue(vec![entry], mode, holder, true)
+    pub(crate) fn start_forever(
+        entry: Arc<Entry>,
+        mode: Mode,
+        holder: HolderId,
+        stuck: Option<Owner>,
+    ) -> Pending {
+        Pending::queue(vec![entry], mode, holder, true, stuck)
     }
 
     fn queue(
@@ -191,8 +212,9 @@ impl Pending {
         mode: Mode,
         holder: HolderId,
         blocks_itself: bool,
+        stuck: Option<Owner>,
     ) -> Pending {
-        let waiter = Arc::new(Waiter::new(mode, holder, blocks_itself));
+        let waiter = Arc::new(Waiter::new(mode, holder, blocks_itself, stuck));
         for (i, e) in entries.iter().enumerate() {
             e.enqueue(&waiter, i);
         }

@@ -1,8 +1,11 @@
 //! The generated host traits, implemented over a guest's [`WasmLockCtxView`].
 //!
 //! Every limit is checked before the file system is touched, and file-system
-//! work that may take long (opening, creating directories, reading holders)
-//! runs on a blocking thread, never on the executor.
+//! work that may take long (opening, creating directories, reading holders
+//! and markers, breaking) runs on a blocking thread. What stays on the
+//! executor is an acquisition's attempts and a guard's release: a few
+//! non-blocking system calls each (a soft lock's create or unlink, a
+//! semaphore slot file made on its first try).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -215,13 +218,19 @@ impl locks::HostLock for WasmLockCtxView<'_> {
         let m = mode(m);
         let (lock, held) = self.prepare(&this, m)?;
         let party = self.ctx.owner;
-        let w = self.ctx.limits.clamp(wait(w));
+        let asked = wait(w);
+        // Deadlock is judged on what the guest asked for: a forever wait
+        // the host caps would still end only in a timeout.
+        let blocks = asked == Wait::Forever;
+        let w = self.ctx.limits.clamp(asked);
         let report = self.ctx.limits.slow_wait().map(|(after, report)| {
             let path = lock.path().to_path_buf();
             (after, move |h| report(&path, h))
         });
         // The guest waits in this call: it cannot release what it holds.
-        let guard = lock.lock_for_party_async(m, w, party, true, report).await?;
+        let guard = lock
+            .lock_for_party_async(m, w, party, blocks, report)
+            .await?;
         let guard = GuestGuard::new(Native::Lock(guard), held, self.deadline());
         Ok(self.table.push(guard)?)
     }
@@ -243,7 +252,7 @@ impl locks::HostLock for WasmLockCtxView<'_> {
                 .await
                 .map(Native::Lock)
         };
-        let pending = FutureGuard::start(acquisition, held, self.ctx.limits.max_hold());
+        let pending = FutureGuard::start(acquisition, held, self.ctx.limits.max_hold())?;
         Ok(self.table.push(pending)?)
     }
 
@@ -292,6 +301,8 @@ impl locks::HostLock for WasmLockCtxView<'_> {
             Err(e) if e.kind() == crate::ErrorKind::NotOwner => {
                 Err(crate::Error::new(crate::ErrorKind::WouldBlock, lock.path()))
             }
+            // Nobody holds it: nothing to break.
+            Err(e) if e.kind() == crate::ErrorKind::NotHeld => Ok(()),
             other => other,
         })
         .await
@@ -419,7 +430,7 @@ impl locks::HostSemaphore for WasmLockCtxView<'_> {
         let held = self.held_slot()?;
         let w = self.ctx.limits.clamp(Wait::Forever);
         let acquisition = async move { sem.acquire_owned_async(w).await.map(Native::Permit) };
-        let pending = FutureGuard::start(acquisition, held, self.ctx.limits.max_hold());
+        let pending = FutureGuard::start(acquisition, held, self.ctx.limits.max_hold())?;
         Ok(self.table.push(pending)?)
     }
 

@@ -16,8 +16,9 @@ const MAX_FILE_NAME: usize = 240;
 ///
 /// This one is a directory of lock files on the host: key `k` is the lock
 /// file `k.lock` (semaphores: `k.NN.lock`), with every byte of the key other
-/// than ASCII letters, digits, `-` and `_` escaped as `%XX`, so no key can
-/// name a directory, a hidden file, or anything outside. The guest needs no
+/// than lower-case ASCII letters, digits, `-` and `_` escaped as `%XX`, so no
+/// key can name a directory, a hidden file, or anything outside, and keys
+/// that differ in case stay apart on case-insensitive file systems. The guest needs no
 /// preopened directory to coordinate, and cannot reach this one otherwise.
 ///
 /// ```
@@ -92,7 +93,7 @@ fn file_stem(shown: &str, key: &str) -> Result<String> {
     }
     let mut stem = String::with_capacity(key.len());
     for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+        if b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' {
             stem.push(b as char);
         } else {
             stem.push_str(&format!("%{b:02X}"));
@@ -116,8 +117,9 @@ mod tests {
             "%2E%2E%2Fetc%2Fpasswd"
         );
         assert_eq!(file_stem("ns", ".hidden").unwrap(), "%2Ehidden");
-        assert_eq!(file_stem("ns", "a%2E").unwrap(), "a%252E");
+        assert_eq!(file_stem("ns", "a%2E").unwrap(), "a%252%45");
         assert_eq!(file_stem("ns", "ü").unwrap(), "%C3%BC");
+        assert_eq!(file_stem("ns", "Job").unwrap(), "%4Aob");
         assert!(file_stem("ns", "").is_err());
         assert!(file_stem("ns", &"x".repeat(232)).is_ok());
         assert!(file_stem("ns", &"x".repeat(233)).is_err());

@@ -88,18 +88,26 @@ pub struct FutureGuard {
 impl FutureGuard {
     /// Starts `acquisition` now — it takes its place in the queue before this
     /// returns — and lets a host task drive it. `held` is the guest's
-    /// held-locks unit reserved for the guard.
+    /// held-locks unit reserved for the guard. What fails at once (a mode
+    /// the lock does not offer, an I/O error) is returned here, as the
+    /// blocking `acquire` would.
     pub(crate) fn start(
         acquisition: impl Future<Output = Result<Native>> + Send + 'static,
         held: Slot,
         max_hold: Option<Duration>,
-    ) -> FutureGuard {
+    ) -> Result<FutureGuard> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::Waiting(Box::pin(acquisition))),
             done: watch::Sender::new(false),
         });
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let first = shared.poll(&mut cx);
+        if first == Poll::Ready(false) {
+            let mut state = shared.state.lock().unwrap();
+            if let State::Ready(Err(e), _) = std::mem::replace(&mut *state, State::Closed) {
+                return Err(e);
+            }
+        }
         let driver = shared.clone();
         let task = async move {
             let granted = match first {
@@ -111,12 +119,12 @@ impl FutureGuard {
                 driver.expire();
             }
         };
-        FutureGuard {
+        Ok(FutureGuard {
             shared,
             held: Some(held),
             max_hold,
             _task: spawn(task),
-        }
+        })
     }
 
     /// What a pollable waits on: the acquisition completing.

@@ -63,8 +63,8 @@ pub enum Kind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorCode {
-    /// A try-once attempt found the lock held (or an outcome was asked for
-    /// before the acquisition completed).
+    /// A try-once attempt found the lock held (the guest crate also says so
+    /// for an outcome asked for before the acquisition completed).
     WouldBlock,
     /// A bounded wait ran out (also when the host caps a "forever" wait).
     Timeout,
