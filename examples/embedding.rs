@@ -33,7 +33,7 @@ async fn main() -> wasmtime::Result<()> {
             .args(&["counter-plugin", "/data/counter", &iters.to_string()])
             .inherit_stderr()
             .build();
-        // Each store is one lock owner with its own limits.
+        // Each store is one guest with its own limits; its guards hold.
         let locks = WasmLockCtx::builder()
             .max_handles(4)
             .max_held_locks(1)

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::FileLock;
 use super::fast::Granted;
 use crate::backend::soft::unsupported_shared;
-use crate::manager::{Attempt, Entry, Pending, self_deadlock};
+use crate::manager::{Attempt, Entry, Pending};
 use crate::{Error, ErrorKind, Holder, Kind, Mode, Owner, Result, Wait};
 
 /// How often a lock file may be found unlinked or replaced right after it was
@@ -215,16 +215,8 @@ impl FileLock {
             if wait == Wait::TryOnce {
                 return Err(self.held_error(ErrorKind::WouldBlock, &entry));
             }
-            // The request cannot be granted now; if this party holds the
-            // file in a way that excludes the request, it would wait for
-            // itself. (A shared request behind its own shared hold may wait
-            // for a queued writer that gives up: not provable, not refused.)
-            if req
-                .blocks
-                .is_some_and(|party| entry.held_against(party, req.mode))
-            {
-                return Err(self_deadlock(self.path()));
-            }
+            // A party that would wait for its own hold is refused when the
+            // waiter is queued (`Waiter::stuck`), under the entry's lock.
             tracing::debug!(path = %self.path().display(), mode = ?req.mode, "waiting");
             return Ok(Begin::Wait(entry));
         }

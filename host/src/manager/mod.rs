@@ -217,12 +217,6 @@ impl Entry {
         }
     }
 
-    /// Whether `party` holds this lock, through any handle, in a way that
-    /// excludes a request in `mode`.
-    pub(crate) fn held_against(&self, party: Owner, mode: Mode) -> bool {
-        held_against(&self.state().holds, party, mode)
-    }
-
     /// Whether anyone in this process holds the lock.
     pub(crate) fn held_locally(&self) -> bool {
         !self.state().holds.is_empty()
@@ -269,8 +263,11 @@ impl Entry {
 
     fn enqueue(self: &Arc<Self>, waiter: &Arc<Waiter>, index: usize) {
         let mut st = self.state();
-        // Checked again here, under the state's lock: a hold granted to the
-        // stuck party after the caller looked must not slip past.
+        // A party that cannot go on while it waits, waiting for its own
+        // hold, would wait forever. (A shared request behind its own shared
+        // hold may wait for a queued writer that gives up: not provable, not
+        // refused.) Checked here, under the state's lock, so no grant slips
+        // between the check and the queueing.
         if waiter
             .stuck
             .is_some_and(|party| held_against(&st.holds, party, waiter.mode))
@@ -525,7 +522,7 @@ fn held_against(holds: &[Hold], party: Owner, mode: Mode) -> bool {
 }
 
 /// The error of a wait that could never end.
-pub(crate) fn self_deadlock(path: &std::path::Path) -> Error {
+fn self_deadlock(path: &std::path::Path) -> Error {
     Error::new(ErrorKind::Deadlock, path).with_detail(
         "the waiting thread (or guest) already holds this lock; \
          waiting forever would never end",

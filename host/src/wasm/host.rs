@@ -197,12 +197,13 @@ impl locks::HostLock for WasmLockCtxView<'_> {
         if !self.ctx.limits.allows(Kind::Os) {
             return Err(Code::NotPermitted.into());
         }
+        // The quota first: no descriptor is duplicated beyond it.
+        let handle = self.handle_slot()?;
         let Descriptor::File(f) = self.table.get(&file)? else {
             return Err(Code::InvalidPath.into());
         };
         let read_only = !f.open_mode.contains(OpenMode::WRITE) || f.perms.write_not_permitted();
         let opened = f.file.try_clone();
-        let handle = self.handle_slot()?;
         let name = PathBuf::from("<file descriptor>");
         let opened = opened.map_err(|e| crate::Error::from_io(e, &name))?;
         let lock = FileLock::from_file_as(opened, name)?;
