@@ -290,10 +290,11 @@ pub fn spawn_script(
 }
 
 /// `flock(1)` holding `path` in a child process (for 30 s), once it holds.
-/// Kill it to release.
+/// Kill it to release (`-o`: the command it runs does not hold the lock too).
 pub async fn flock_1_holding(path: &Path) -> std::process::Child {
     let held = path.with_extension("lock.held");
     let child = std::process::Command::new("flock")
+        .arg("-o")
         .arg(path)
         .arg("-c")
         .arg(format!("touch '{}'; sleep 30", held.display()))

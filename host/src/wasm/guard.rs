@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
-use wasmtime_wasi::runtime::{AbortOnDropJoinHandle, spawn};
+use wasmtime_wasi::runtime::{AbortOnDropJoinHandle, spawn, spawn_blocking};
 
 use super::ctx::Slot;
 use crate::{Kind, Mode, OwnedLockGuard, OwnedPermit, Result};
@@ -45,6 +45,12 @@ impl Native {
         matches!(self, Native::Lock(g) if g.lock().kind() == Kind::Soft)
     }
 
+    /// Whether letting go may wait: a soft marker's release takes turns
+    /// with breakers.
+    fn release_may_wait(&self) -> bool {
+        matches!(self, Native::Lock(g) if g.lock().kind() == Kind::Soft)
+    }
+
     fn is_lost(&self) -> bool {
         match self {
             Native::Lock(g) => g.is_lost(),
@@ -56,6 +62,18 @@ impl Native {
         match self {
             Native::Lock(g) => g.unlock(),
             Native::Permit(p) => p.release(),
+        }
+    }
+
+    /// Releases where it cannot stall the executor. A soft marker's release
+    /// takes turns with anyone breaking it, which can last up to a second
+    /// (a stopped breaker): that runs on a blocking thread. Kernel locks and
+    /// permits let go in one system call that does not wait.
+    pub(crate) async fn release_off_executor(self) -> Result<()> {
+        if self.release_may_wait() {
+            spawn_blocking(move || self.release()).await
+        } else {
+            self.release()
         }
     }
 }
@@ -105,12 +123,16 @@ impl Cell {
     }
 
     /// Ends the hold from the host's side: releases it, and says so.
-    fn end(&self) {
+    async fn end(&self) {
         let native = self.native.lock().unwrap().take();
         if let Some(native) = native {
-            let _ = native.release();
+            let _ = native.release_off_executor().await;
             self.mark_lost();
         }
+    }
+
+    fn take(&self) -> Option<Native> {
+        self.native.lock().unwrap().take()
     }
 }
 
@@ -138,7 +160,7 @@ impl GuestGuard {
             let cell = cell.clone();
             spawn(async move {
                 tokio::time::sleep_until(at).await;
-                cell.end();
+                cell.end().await;
             })
         });
         GuestGuard {
@@ -170,20 +192,28 @@ impl GuestGuard {
     }
 
     /// Releases now. A hold already ended is `Lost`.
-    pub(crate) fn release(self) -> Result<(), crate::Error> {
-        let native = self.cell.native.lock().unwrap().take();
-        match native {
-            Some(native) => native.release(),
+    pub(crate) async fn release(self) -> Result<(), crate::Error> {
+        match self.cell.take() {
+            Some(native) => native.release_off_executor().await,
             None => Err(crate::Error::new(crate::ErrorKind::Lost, "")
                 .with_detail("the hold was ended by the host (maximum hold time)")),
+        }
+    }
+
+    /// Releases now, as the guest drops it: done when this returns, so the
+    /// guest's next call finds the lock free.
+    pub(crate) async fn close(self) {
+        if let Some(native) = self.cell.take() {
+            let _ = native.release_off_executor().await;
         }
     }
 }
 
 impl Drop for GuestGuard {
     fn drop(&mut self) {
-        let native = self.cell.native.lock().unwrap().take();
-        drop(native);
+        // Guards the store drops with it: released before the store's drop
+        // returns, where the embedder drops it, as the embedder expects.
+        drop(self.cell.take());
     }
 }
 

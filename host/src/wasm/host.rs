@@ -1,11 +1,12 @@
 //! The generated host traits, implemented over a guest's [`WasmLockCtxView`].
 //!
 //! Every limit is checked before the file system is touched, and file-system
-//! work that may take long (opening, creating directories, reading holders
-//! and markers, breaking) runs on a blocking thread. What stays on the
-//! executor is an acquisition's attempts and a guard's release: a few
-//! non-blocking system calls each (a soft lock's create or unlink, a
-//! semaphore slot file made on its first try).
+//! work that may take long (opening and creating files and directories,
+//! a semaphore's slot files, reading holders and markers, breaking, a soft
+//! marker's release, which takes turns with breakers) runs on a blocking
+//! thread. What stays on the executor is an acquisition's attempts and a
+//! kernel lock's release: a few system calls each that do not wait (a
+//! `flock` with `LOCK_NB`, a soft marker's exclusive create).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -351,11 +352,11 @@ impl locks::HostGuard for WasmLockCtxView<'_> {
 
     async fn release(&mut self, this: Resource<GuestGuard>) -> LockResult<()> {
         let guard = self.table.delete(this)?;
-        Ok(guard.release()?)
+        Ok(guard.release().await?)
     }
 
     async fn drop(&mut self, this: Resource<GuestGuard>) -> wasmtime::Result<()> {
-        self.table.delete(this)?;
+        self.table.delete(this)?.close().await;
         Ok(())
     }
 }
@@ -388,7 +389,7 @@ impl locks::HostFutureGuard for WasmLockCtxView<'_> {
     }
 
     async fn drop(&mut self, this: Resource<FutureGuard>) -> wasmtime::Result<()> {
-        self.table.delete(this)?;
+        self.table.delete(this)?.close().await;
         Ok(())
     }
 }
@@ -406,7 +407,12 @@ impl locks::HostSemaphore for WasmLockCtxView<'_> {
         let slots = self.check_slots(slots)?;
         let handle = self.handle_slot()?;
         let locks = self.lock_dir(&dir)?;
-        let sem = blocking(move || locks.semaphore(&name, slots)).await?;
+        let sem = blocking(move || {
+            let sem = locks.semaphore(&name, slots)?;
+            sem.open_slots()?;
+            Ok(sem)
+        })
+        .await?;
         self.push_semaphore(sem, handle)
     }
 
@@ -484,7 +490,12 @@ impl locks::HostNamespace for WasmLockCtxView<'_> {
         }
         let slots = self.check_slots(slots)?;
         let handle = self.handle_slot()?;
-        let sem = blocking(move || namespace.semaphore(&name, &key, slots)).await?;
+        let sem = blocking(move || {
+            let sem = namespace.semaphore(&name, &key, slots)?;
+            sem.open_slots()?;
+            Ok(sem)
+        })
+        .await?;
         self.push_semaphore(sem, handle)
     }
 

@@ -64,14 +64,29 @@ impl Shared {
     }
 
     /// A grant nobody took within the maximum hold time is given back.
-    fn expire(&self) {
-        let mut state = self.state.lock().unwrap();
-        if let State::Ready(Ok(_), _) = &*state {
+    async fn expire(&self) {
+        let old = {
+            let mut state = self.state.lock().unwrap();
+            if !matches!(&*state, State::Ready(Ok(_), _)) {
+                return;
+            }
             let lost = Error::new(crate::ErrorKind::Lost, "")
                 .with_detail("granted, but not taken within the host's maximum hold time");
-            let old = std::mem::replace(&mut *state, State::Ready(Err(lost), Instant::now()));
-            drop(state);
-            drop(old);
+            std::mem::replace(&mut *state, State::Ready(Err(lost), Instant::now()))
+        };
+        if let State::Ready(Ok(native), _) = old {
+            let _ = native.release_off_executor().await;
+        }
+    }
+
+    /// Ends it: a wait is withdrawn from the queue, an uncollected grant is
+    /// passed on. What the state held is returned, to be let go of.
+    fn close(&self) -> Option<Native> {
+        let old = std::mem::replace(&mut *self.state.lock().unwrap(), State::Closed);
+        match old {
+            State::Ready(Ok(native), _) => Some(native),
+            // A waiting acquisition is withdrawn as it drops.
+            _ => None,
         }
     }
 }
@@ -116,7 +131,7 @@ impl FutureGuard {
             };
             if let (true, Some(max)) = (granted, max_hold) {
                 tokio::time::sleep(max).await;
-                driver.expire();
+                driver.expire().await;
             }
         };
         Ok(FutureGuard {
@@ -154,13 +169,20 @@ impl FutureGuard {
     }
 }
 
+impl FutureGuard {
+    /// Ends it as the guest drops it: now, not when the task is next polled,
+    /// so the guest's next call finds the queue without it.
+    pub(crate) async fn close(self) {
+        if let Some(native) = self.shared.close() {
+            let _ = native.release_off_executor().await;
+        }
+    }
+}
+
 impl Drop for FutureGuard {
     fn drop(&mut self) {
-        // Now, not when the task is next polled: a wait is withdrawn from
-        // the queue and an uncollected grant passed on before the guest's
-        // next call.
-        let old = std::mem::replace(&mut *self.shared.state.lock().unwrap(), State::Closed);
-        drop(old);
+        // With the store: as a guard's drop.
+        drop(self.shared.close());
     }
 }
 
