@@ -135,7 +135,7 @@ impl Semaphore {
     ///
     /// Blocking: nothing to cancel.
     pub fn acquire_with(&self, wait: Wait) -> Result<Permit<'_>> {
-        let (slot, owner) = self.take(wait)?;
+        let (slot, owner) = self.take(wait, None)?;
         Ok(Permit::new(self, slot, owner))
     }
 
@@ -161,7 +161,7 @@ impl Semaphore {
     ///
     /// Blocking: nothing to cancel.
     pub fn acquire_owned(self: &Arc<Self>, wait: Wait) -> Result<OwnedPermit> {
-        let (slot, owner) = self.take(wait)?;
+        let (slot, owner) = self.take(wait, None)?;
         Ok(OwnedPermit::new(self.clone(), slot, owner))
     }
 
@@ -176,38 +176,65 @@ impl Semaphore {
     /// Cancel safe: dropping the future leaves every slot's queue, and a
     /// slot granted to it in the meantime is passed on.
     pub async fn acquire_owned_async(self: &Arc<Self>, wait: Wait) -> Result<OwnedPermit> {
-        let (slot, owner) = self.take_async(wait).await?;
+        let (slot, owner) = self.take_async(wait, None).await?;
+        Ok(OwnedPermit::new(self.clone(), slot, owner))
+    }
+
+    /// An owned permit for a guest: booked for `party` (the guest), which
+    /// cannot go on while it waits when `blocks`. Such a wait with every
+    /// slot held by the party itself would never end: it fails as a
+    /// deadlock when it is queued. (A slot the party's own pending
+    /// acquisition is granted later is not noticed; the host's wait limit
+    /// ends that wait.)
+    #[cfg(feature = "wasmtime")]
+    pub(crate) async fn acquire_for_party_async(
+        self: &Arc<Self>,
+        wait: Wait,
+        party: Owner,
+        blocks: bool,
+    ) -> Result<OwnedPermit> {
+        let party = Party { party, blocks };
+        let (slot, owner) = self.take_async(wait, Some(party)).await?;
         Ok(OwnedPermit::new(self.clone(), slot, owner))
     }
 
     /// A free slot and the owner of its hold, waiting on the thread.
-    fn take(&self, wait: Wait) -> Result<(usize, Owner)> {
-        let owner = Owner::unique();
+    fn take(&self, wait: Wait, party: Option<Party>) -> Result<(usize, Owner)> {
+        let req = self.request(party);
         let deadline = wait.deadline();
         loop {
-            let (entries, pending) = match self.step(owner, wait)? {
-                Step::Done(slot) => return Ok((slot, owner)),
+            let (entries, pending) = match self.step(req, party, wait)? {
+                Step::Done(slot) => return Ok((slot, req.owner)),
                 Step::Wait(entries, pending) => (entries, pending),
             };
-            if let Some(slot) = self.settled(owner, &entries, pending.wait(deadline))? {
-                return Ok((slot, owner));
+            if let Some(slot) = self.settled(req, &entries, pending.wait(deadline))? {
+                return Ok((slot, req.owner));
             }
         }
     }
 
     /// [`take`](Self::take) without blocking a thread.
-    async fn take_async(&self, wait: Wait) -> Result<(usize, Owner)> {
-        let owner = Owner::unique();
+    async fn take_async(&self, wait: Wait, party: Option<Party>) -> Result<(usize, Owner)> {
+        let req = self.request(party);
         let deadline = wait.deadline();
         loop {
-            let (entries, pending) = match self.step(owner, wait)? {
-                Step::Done(slot) => return Ok((slot, owner)),
+            let (entries, pending) = match self.step(req, party, wait)? {
+                Step::Done(slot) => return Ok((slot, req.owner)),
                 Step::Wait(entries, pending) => (entries, pending),
             };
             let settled = pending.into_future(deadline).await;
-            if let Some(slot) = self.settled(owner, &entries, settled)? {
-                return Ok((slot, owner));
+            if let Some(slot) = self.settled(req, &entries, settled)? {
+                return Ok((slot, req.owner));
             }
+        }
+    }
+
+    /// A fresh owner's request for one slot, booked for `party`.
+    fn request(&self, party: Option<Party>) -> Request {
+        let req = Request::new(Owner::unique(), Mode::Exclusive);
+        match party {
+            Some(p) => req.held_by(p.party),
+            None => req,
         }
     }
 
@@ -232,35 +259,46 @@ impl Semaphore {
     ///
     /// Cancel safe, as [`acquire_owned_async`](Self::acquire_owned_async).
     pub async fn acquire_async(&self, wait: Wait) -> Result<Permit<'_>> {
-        let (slot, owner) = self.take_async(wait).await?;
+        let (slot, owner) = self.take_async(wait, None).await?;
         Ok(Permit::new(self, slot, owner))
     }
 
     /// Tries every slot; if all are taken, queues on all of them at once.
-    fn step(&self, owner: Owner, wait: Wait) -> Result<Step> {
-        if let Some(slot) = self.try_each(owner)? {
+    fn step(&self, req: Request, party: Option<Party>, wait: Wait) -> Result<Step> {
+        if let Some(slot) = self.try_each(req)? {
             return Ok(Step::Done(slot));
         }
         let entries = self.entries(wait)?;
-        let pending = Pending::start(entries.clone(), Mode::Exclusive, self.holder(owner));
+        let pending = Pending::start(entries.clone(), Mode::Exclusive, self.holder(req));
+        // Queued first: a slot freed meanwhile is granted, not missed. Only
+        // the party itself could free a slot it holds, and it is waiting.
+        if let Some(Party {
+            party,
+            blocks: true,
+        }) = party
+            && entries.iter().all(|e| e.held_by(party))
+        {
+            drop(pending);
+            return Err(Error::new(ErrorKind::Deadlock, &self.display).with_detail(
+                "the waiting guest holds every slot itself; waiting forever would never end",
+            ));
+        }
         Ok(Step::Wait(entries, pending))
     }
 
-    fn holder(&self, owner: Owner) -> HolderId {
+    fn holder(&self, req: Request) -> HolderId {
         HolderId {
             handle: self.id,
-            owner,
-            party: None,
+            owner: req.owner,
+            party: req.party,
         }
     }
 
-    fn try_each(&self, owner: Owner) -> Result<Option<usize>> {
+    fn try_each(&self, req: Request) -> Result<Option<usize>> {
         for (n, slot) in self.slots.iter().enumerate() {
             let entry = slot.entry()?;
-            let attempt = entry.try_acquire(self.holder(owner), Mode::Exclusive, || Ok(true))?;
-            if matches!(attempt, Attempt::Held)
-                && slot.complete(Request::new(owner, Mode::Exclusive), &entry)?
-            {
+            let attempt = entry.try_acquire(self.holder(req), Mode::Exclusive, || Ok(true))?;
+            if matches!(attempt, Attempt::Held) && slot.complete(req, &entry)? {
                 return Ok(Some(n));
             }
         }
@@ -279,19 +317,26 @@ impl Semaphore {
 
     fn settled(
         &self,
-        owner: Owner,
+        req: Request,
         entries: &[Arc<Entry>],
         settled: std::result::Result<usize, Option<Error>>,
     ) -> Result<Option<usize>> {
         match settled {
-            Ok(n) => Ok(self.slots[n]
-                .complete(Request::new(owner, Mode::Exclusive), &entries[n])?
-                .then_some(n)),
+            Ok(n) => Ok(self.slots[n].complete(req, &entries[n])?.then_some(n)),
             Err(Some(e)) => Err(e),
             Err(None) => Err(Error::new(ErrorKind::Timeout, &self.display)
                 .with_detail("no slot became free in time")),
         }
     }
+}
+
+/// Whose acquisition it is, for deadlock detection (see
+/// `Request::party`).
+#[derive(Clone, Copy)]
+struct Party {
+    party: Owner,
+    /// The party cannot go on while it waits.
+    blocks: bool,
 }
 
 enum Step {

@@ -399,6 +399,8 @@ async fn a_blocking_wait_behind_the_guests_own_pending_grant_is_a_deadlock() {
         ("start:a:ex", "ok"),
         ("touch:/data/queued", "ok"),
         ("acq:a:ex:forever", "err Deadlock"),
+        // Granted: it completes on the host's task, which may not have run.
+        ("poll:a:10000", "ready"),
         ("finish:a", "ok"),
         ("rel:a", "ok"),
     ];
@@ -413,4 +415,47 @@ async fn a_blocking_wait_behind_the_guests_own_pending_grant_is_a_deadlock() {
         .unwrap();
     out.check(BEHIND);
     assert!(free(&dir.path().join("b.lock")));
+}
+
+/// Permits are holds too: a guest waiting forever for a permit of a
+/// semaphore whose every slot it holds itself (through any handle) gets
+/// `deadlock`; while someone else holds a slot, the same wait is just a
+/// wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_a_permit_while_holding_every_slot_is_a_deadlock() {
+    let dir = tempfile::tempdir().unwrap();
+    with_ctx(
+        dir.path(),
+        WasmLockCtx::builder().max_wait(Duration::from_secs(30)),
+        &[
+            ("sem:s:/data:pool:2", "ok"),
+            ("permit:s:forever", "slot 0"),
+            ("permit:s:forever", "slot 1"),
+            ("permit:s:forever", "err Deadlock"),
+            ("sem:t:/data:pool:2", "ok"),
+            ("permit:t:forever", "err Deadlock"),
+            ("permit:t:try", "err WouldBlock"),
+        ],
+    )
+    .await;
+    let sem = wasmlock::Semaphore::new(dir.path(), "pool", 2).unwrap();
+    let native = sem.acquire().unwrap();
+    const SHARED: &Script<'_> = &[
+        ("sem:s:/data:pool:2", "ok"),
+        ("permit:s:forever", "slot 1"),
+        ("touch:/data/waiting", "ok"),
+        ("permit:s:forever", "slot 0"),
+    ];
+    let guest = spawn_script(dir.path(), SHARED, WasmLockCtx::builder());
+    until_exists(&dir.path().join("waiting")).await;
+    // The guest waits behind the native permit, not refused.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !guest.is_finished(),
+        "the wait ended while the slot was held"
+    );
+    drop(native);
+    let out = guest.await.unwrap();
+    assert_eq!(out.result, Ok(()), "{}", out.stdout);
+    out.check(SHARED);
 }

@@ -170,12 +170,7 @@ impl FileLock {
         blocks: bool,
         report: Option<(std::time::Duration, impl FnOnce(Option<crate::Holder>))>,
     ) -> Result<OwnedLockGuard> {
-        let req = Request::solo(mode).held_by(party);
-        let req = if blocks {
-            req.blocking(party, Wait::Forever)
-        } else {
-            req
-        };
+        let req = party_request(mode, party, blocks);
         let entry = match report {
             Some((after, on_wait)) => {
                 self.acquire_reporting_async(req, wait, after, on_wait)
@@ -184,5 +179,31 @@ impl FileLock {
             None => self.acquire_async(req, wait).await?,
         };
         Ok(OwnedLockGuard::new(self.clone(), req, entry))
+    }
+
+    /// [`lock_for_party_async`](Self::lock_for_party_async) on the
+    /// uncontended path alone, with no future to build: `None` when the full
+    /// path must decide (the lock is busy, or the fast path does not apply).
+    pub(crate) fn try_fast_for_party(
+        self: &Arc<Self>,
+        mode: Mode,
+        party: Owner,
+        blocks: bool,
+    ) -> Option<OwnedLockGuard> {
+        let req = party_request(mode, party, blocks);
+        self.try_fast(req)
+            .then(|| OwnedLockGuard::new(self.clone(), req, super::fast::Granted::First))
+    }
+}
+
+/// A guard's own hold for `party`, which cannot go on while it waits when
+/// `blocks` (see `Request::blocking`).
+#[cfg(feature = "wasmtime")]
+fn party_request(mode: Mode, party: Owner, blocks: bool) -> Request {
+    let req = Request::solo(mode).held_by(party);
+    if blocks {
+        req.blocking(party, Wait::Forever)
+    } else {
+        req
     }
 }

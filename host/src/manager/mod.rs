@@ -217,6 +217,12 @@ impl Entry {
         }
     }
 
+    /// Whether `party` holds the lock exclusively, or holds it in a way that
+    /// keeps out an exclusive request.
+    pub(crate) fn held_by(&self, party: Owner) -> bool {
+        held_against(&self.state().holds, party, Mode::Exclusive)
+    }
+
     /// Whether anyone in this process holds the lock.
     pub(crate) fn held_locally(&self) -> bool {
         !self.state().holds.is_empty()

@@ -224,15 +224,21 @@ impl locks::HostLock for WasmLockCtxView<'_> {
         // Deadlock is judged on what the guest asked for: a forever wait
         // the host caps would still end only in a timeout.
         let blocks = asked == Wait::Forever;
-        let w = self.ctx.limits.clamp(asked);
-        let report = self.ctx.limits.slow_wait().map(|(after, report)| {
-            let path = lock.path().to_path_buf();
-            (after, move |h| report(&path, h))
-        });
-        // The guest waits in this call: it cannot release what it holds.
-        let guard = lock
-            .lock_for_party_async(m, w, party, blocks, report)
-            .await?;
+        // A free lock is taken without building the waiting future, which
+        // costs an uncontended lock+unlock more than the lock itself.
+        let guard = match lock.try_fast_for_party(m, party, blocks) {
+            Some(guard) => guard,
+            None => {
+                let w = self.ctx.limits.clamp(asked);
+                let report = self.ctx.limits.slow_wait().map(|(after, report)| {
+                    let path = lock.path().to_path_buf();
+                    (after, move |h| report(&path, h))
+                });
+                // The guest waits in this call: it cannot release what it
+                // holds.
+                Box::pin(lock.lock_for_party_async(m, w, party, blocks, report)).await?
+            }
+        };
         let guard = GuestGuard::new(Native::Lock(guard), held, self.deadline());
         Ok(self.table.push(guard)?)
     }
@@ -423,8 +429,10 @@ impl locks::HostSemaphore for WasmLockCtxView<'_> {
     ) -> LockResult<Resource<GuestGuard>> {
         let sem = self.table.get(&this)?.sem.clone();
         let held = self.held_slot()?;
-        let w = self.ctx.limits.clamp(wait(w));
-        let permit = sem.acquire_owned_async(w).await?;
+        let asked = wait(w);
+        let w = self.ctx.limits.clamp(asked);
+        let (party, blocks) = (self.ctx.owner, asked == Wait::Forever);
+        let permit = sem.acquire_for_party_async(w, party, blocks).await?;
         let guard = GuestGuard::new(Native::Permit(permit), held, self.deadline());
         Ok(self.table.push(guard)?)
     }
@@ -436,7 +444,12 @@ impl locks::HostSemaphore for WasmLockCtxView<'_> {
         let sem = self.table.get(&this)?.sem.clone();
         let held = self.held_slot()?;
         let w = self.ctx.limits.clamp(Wait::Forever);
-        let acquisition = async move { sem.acquire_owned_async(w).await.map(Native::Permit) };
+        let party = self.ctx.owner;
+        let acquisition = async move {
+            sem.acquire_for_party_async(w, party, false)
+                .await
+                .map(Native::Permit)
+        };
         let pending = FutureGuard::start(acquisition, held, self.ctx.limits.max_hold())?;
         Ok(self.table.push(pending)?)
     }
