@@ -4,6 +4,8 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use wasmlock_types::ErrorCode;
+
 /// What went wrong, as a closed set of cases a caller can match on.
 ///
 /// Each case is distinct: a lock that was found held by a try-once attempt is
@@ -58,17 +60,18 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     fn describe(self) -> &'static str {
+        // What guests are told too comes from the vocabulary they share.
         match self {
-            ErrorKind::WouldBlock => "lock is held by someone else",
-            ErrorKind::Timeout => "timed out waiting for lock",
+            ErrorKind::WouldBlock => ErrorCode::WouldBlock.describe(),
+            ErrorKind::Timeout => ErrorCode::Timeout.describe(),
             ErrorKind::NotHeld => "lock is not held",
             ErrorKind::NotOwner => "lock is held by another owner",
             ErrorKind::Deadlock => "deadlock",
             ErrorKind::PermissionDenied => "permission denied",
             ErrorKind::InvalidPath => "invalid lock path",
-            ErrorKind::Unsupported => "locking not supported",
-            ErrorKind::Lost => "lock lost",
-            ErrorKind::QuotaExceeded => "quota exceeded",
+            ErrorKind::Unsupported => ErrorCode::Unsupported.describe(),
+            ErrorKind::Lost => ErrorCode::Lost.describe(),
+            ErrorKind::QuotaExceeded => ErrorCode::Quota.describe(),
             ErrorKind::Io => "I/O error",
         }
     }
