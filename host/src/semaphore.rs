@@ -270,13 +270,14 @@ impl Semaphore {
         }
         let entries = self.entries(wait)?;
         let pending = Pending::start(entries.clone(), Mode::Exclusive, self.holder(req));
-        // Queued first: a slot freed meanwhile is granted, not missed. Only
+        // Queued first: a slot freed meanwhile is granted, not missed (and
+        // a slot granted to this very request is no hold in its way). Only
         // the party itself could free a slot it holds, and it is waiting.
         if let Some(Party {
             party,
             blocks: true,
         }) = party
-            && entries.iter().all(|e| e.held_by(party))
+            && entries.iter().all(|e| e.held_by(party, req.owner))
         {
             drop(pending);
             return Err(Error::new(ErrorKind::Deadlock, &self.display).with_detail(

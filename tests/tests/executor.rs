@@ -75,8 +75,9 @@ async fn a_soft_release_waiting_for_its_turn_leaves_the_thread_to_others() {
     until_exists(&dir.path().join("held")).await;
     let mut breaker = flock_1_holding(&marker).await;
     std::fs::write(dir.path().join("go"), b"").unwrap();
-    // Well inside the second the release waits for its turn. Had it waited
-    // on this thread, this task would run only after it gave up waiting.
+    // Well inside the second the release waits for its turn (`TURN_PATIENCE`
+    // in host/src/backend/soft.rs). Had it waited on this thread, this task
+    // would run only after it gave up waiting.
     tokio::time::sleep(Duration::from_millis(250)).await;
     let printed = String::from_utf8_lossy(&stdout.contents()).into_owned();
     assert!(

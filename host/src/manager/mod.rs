@@ -217,10 +217,13 @@ impl Entry {
         }
     }
 
-    /// Whether `party` holds the lock exclusively, or holds it in a way that
-    /// keeps out an exclusive request.
-    pub(crate) fn held_by(&self, party: Owner) -> bool {
-        held_against(&self.state().holds, party, Mode::Exclusive)
+    /// Whether `party` holds the lock through a hold other than `except`'s
+    /// (a request's own grant is not in its way).
+    pub(crate) fn held_by(&self, party: Owner, except: Owner) -> bool {
+        self.state()
+            .holds
+            .iter()
+            .any(|h| h.id.party == Some(party) && h.id.owner != except)
     }
 
     /// Whether anyone in this process holds the lock.

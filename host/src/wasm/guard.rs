@@ -2,11 +2,11 @@
 //! guest releases it by dropping it; the host ends it when the embedder's
 //! maximum hold time runs out, and tells the guest through `lost`.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Mutex, Notify};
 use tokio::time::Instant;
 use wasmtime_wasi::runtime::{AbortOnDropJoinHandle, spawn, spawn_blocking};
 
@@ -39,15 +39,9 @@ impl Native {
         }
     }
 
-    /// Whether someone else can take the hold away without this host
-    /// knowing: soft markers can be removed.
-    fn can_be_taken(&self) -> bool {
-        matches!(self, Native::Lock(g) if g.lock().kind() == Kind::Soft)
-    }
-
-    /// Whether letting go may wait: a soft marker's release takes turns
-    /// with breakers.
-    fn release_may_wait(&self) -> bool {
+    /// A soft marker: someone else can remove it without this host
+    /// knowing, and its release takes turns with breakers (it may wait).
+    fn is_soft(&self) -> bool {
         matches!(self, Native::Lock(g) if g.lock().kind() == Kind::Soft)
     }
 
@@ -70,7 +64,7 @@ impl Native {
     /// (a stopped breaker): that runs on a blocking thread. Kernel locks and
     /// permits let go in one system call that does not wait.
     pub(crate) async fn release_off_executor(self) -> Result<()> {
-        if self.release_may_wait() {
+        if self.is_soft() {
             spawn_blocking(move || self.release()).await
         } else {
             self.release()
@@ -81,7 +75,9 @@ impl Native {
 /// The hold, shared by the guard, its lost pollables and its timer.
 #[derive(Debug)]
 struct Cell {
-    /// `None` once released or ended by the host.
+    /// `None` once released or ended by the host. An async mutex: the host
+    /// ending a hold keeps it while the release runs (off the executor), so
+    /// the guest's own release or drop waits for that, not the executor.
     native: Mutex<Option<Native>>,
     lost: AtomicBool,
     /// Wakes lost pollables. A `Notify` costs nothing until someone waits,
@@ -95,12 +91,13 @@ impl Cell {
         if self.lost.load(Ordering::Acquire) {
             return true;
         }
-        let taken = self
-            .native
-            .lock()
-            .unwrap()
-            .as_ref()
-            .is_some_and(Native::is_lost);
+        // Busy only while the host ends the hold (the guest is single
+        // threaded, and here): lost.
+        let Ok(native) = self.native.try_lock() else {
+            return true;
+        };
+        let taken = native.as_ref().is_some_and(Native::is_lost);
+        drop(native);
         if taken {
             self.mark_lost();
         }
@@ -108,13 +105,12 @@ impl Cell {
     }
 
     /// Whether someone elsewhere may end the hold (asked only by lost
-    /// pollables: it costs a look at the handle).
+    /// pollables: it costs a look at the handle). While the host ends it,
+    /// the end itself wakes them.
     fn can_be_taken(&self) -> bool {
         self.native
-            .lock()
-            .unwrap()
-            .as_ref()
-            .is_some_and(Native::can_be_taken)
+            .try_lock()
+            .is_ok_and(|native| native.as_ref().is_some_and(Native::is_soft))
     }
 
     fn mark_lost(&self) {
@@ -122,17 +118,20 @@ impl Cell {
         self.wake.notify_waiters();
     }
 
-    /// Ends the hold from the host's side: releases it, and says so.
+    /// Ends the hold from the host's side: releases it, and says so. The
+    /// hold stays taken until the release is done.
     async fn end(&self) {
-        let native = self.native.lock().unwrap().take();
-        if let Some(native) = native {
-            let _ = native.release_off_executor().await;
+        let mut native = self.native.lock().await;
+        if let Some(held) = native.take() {
+            let _ = held.release_off_executor().await;
+            // Before the hold is seen empty: a look in between says lost.
             self.mark_lost();
         }
     }
 
-    fn take(&self) -> Option<Native> {
-        self.native.lock().unwrap().take()
+    /// The hold, once any end the host began is done.
+    async fn take(&self) -> Option<Native> {
+        self.native.lock().await.take()
     }
 }
 
@@ -193,7 +192,7 @@ impl GuestGuard {
 
     /// Releases now. A hold already ended is `Lost`.
     pub(crate) async fn release(self) -> Result<(), crate::Error> {
-        match self.cell.take() {
+        match self.cell.take().await {
             Some(native) => native.release_off_executor().await,
             None => Err(crate::Error::new(crate::ErrorKind::Lost, "")
                 .with_detail("the hold was ended by the host (maximum hold time)")),
@@ -203,7 +202,7 @@ impl GuestGuard {
     /// Releases now, as the guest drops it: done when this returns, so the
     /// guest's next call finds the lock free.
     pub(crate) async fn close(self) {
-        if let Some(native) = self.cell.take() {
+        if let Some(native) = self.cell.take().await {
             let _ = native.release_off_executor().await;
         }
     }
@@ -213,7 +212,11 @@ impl Drop for GuestGuard {
     fn drop(&mut self) {
         // Guards the store drops with it: released before the store's drop
         // returns, where the embedder drops it, as the embedder expects.
-        drop(self.cell.take());
+        // (Busy only while the host's timer ends the hold: that release,
+        // already on a blocking thread, finishes there.)
+        if let Ok(mut native) = self.cell.native.try_lock() {
+            drop(native.take());
+        }
     }
 }
 

@@ -7,6 +7,11 @@
 //! thread. What stays on the executor is an acquisition's attempts and a
 //! kernel lock's release: a few system calls each that do not wait (a
 //! `flock` with `LOCK_NB`, a soft marker's exclusive create).
+//!
+//! One wait remains that a guest can meet on the executor: while a soft
+//! marker's release waits for a breaker's turn (on its blocking thread, up
+//! to a second), it keeps that lock's in-process state locked, so an
+//! attempt on the same soft lock from this process waits for it too.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
-use wasmtime_wasi::runtime::{AbortOnDropJoinHandle, spawn};
+use wasmtime_wasi::runtime::{AbortOnDropJoinHandle, spawn, spawn_blocking};
 
 use super::ctx::Slot;
 use super::guard::{GuestGuard, Native};
@@ -79,15 +79,11 @@ impl Shared {
         }
     }
 
-    /// Ends it: a wait is withdrawn from the queue, an uncollected grant is
-    /// passed on. What the state held is returned, to be let go of.
-    fn close(&self) -> Option<Native> {
-        let old = std::mem::replace(&mut *self.state.lock().unwrap(), State::Closed);
-        match old {
-            State::Ready(Ok(native), _) => Some(native),
-            // A waiting acquisition is withdrawn as it drops.
-            _ => None,
-        }
+    /// Ends it. What the state held is returned, to be let go of: a
+    /// waiting acquisition withdraws from the queue as it drops, an
+    /// uncollected grant is released.
+    fn close(&self) -> State {
+        std::mem::replace(&mut *self.state.lock().unwrap(), State::Closed)
     }
 }
 
@@ -149,6 +145,21 @@ impl FutureGuard {
         }
     }
 
+    /// Ends it as the guest drops it: now, not when the task is next polled,
+    /// so the guest's next call finds the queue without it. Off the
+    /// executor where that may wait: a grant to a soft lock is released
+    /// there, and so is a waiting acquisition, whose withdrawal may pass on
+    /// a grant that arrived meanwhile (a soft marker's release).
+    pub(crate) async fn close(self) {
+        match self.shared.close() {
+            State::Ready(Ok(native), _) => {
+                let _ = native.release_off_executor().await;
+            }
+            State::Waiting(acquisition) => spawn_blocking(move || drop(acquisition)).await,
+            _ => {}
+        }
+    }
+
     /// `None` while pending; then the outcome once, and `Some(Err(()))` after.
     pub(crate) fn get(&mut self) -> Option<std::result::Result<Result<GuestGuard>, ()>> {
         let mut state = self.shared.state.lock().unwrap();
@@ -165,16 +176,6 @@ impl FutureGuard {
                 ))
             }
             State::Taken | State::Closed => Some(Err(())),
-        }
-    }
-}
-
-impl FutureGuard {
-    /// Ends it as the guest drops it: now, not when the task is next polled,
-    /// so the guest's next call finds the queue without it.
-    pub(crate) async fn close(self) {
-        if let Some(native) = self.shared.close() {
-            let _ = native.release_off_executor().await;
         }
     }
 }
