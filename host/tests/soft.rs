@@ -249,3 +249,41 @@ fn soft_locks_exclude_threads_and_handles_in_one_process() {
     let path = dir.path().join("threads.lock");
     assert_eq!(count_with_threads(dir.path(), 4, 50, || soft(&path)), 200);
 }
+
+/// A release takes turns with breakers, and a breaker that keeps its turn
+/// (here a kernel lock on the marker through another open file) makes it
+/// wait, up to a second. It waits before it locks the lock's books in this
+/// process: another thread's attempt meanwhile answers at once (still held)
+/// instead of waiting for the release to be done.
+#[test]
+fn a_release_waiting_for_a_breakers_turn_does_not_hold_up_attempts() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let dir = tmp();
+    let path = dir.path().join("turn.lock");
+    let lock = Arc::new(soft(&path));
+    let guard = lock.lock_owned().unwrap();
+    let breaker = std::fs::File::open(&path).unwrap();
+    fs4::FileExt::lock(&breaker).unwrap();
+    let released = Arc::new(AtomicBool::new(false));
+    let releasing = std::thread::spawn({
+        let released = released.clone();
+        move || {
+            guard.unlock().unwrap();
+            released.store(true, Ordering::SeqCst);
+        }
+    });
+    // Inside the second the release waits for its turn.
+    std::thread::sleep(Duration::from_millis(100));
+    let attempt = lock.try_lock().map(drop);
+    assert_eq!(attempt.unwrap_err().kind(), ErrorKind::WouldBlock);
+    assert!(
+        !released.load(Ordering::SeqCst) && path.exists(),
+        "the attempt waited for the release"
+    );
+    fs4::FileExt::unlock(&breaker).unwrap();
+    releasing.join().unwrap();
+    assert!(!path.exists());
+    drop(lock.try_lock().unwrap());
+}

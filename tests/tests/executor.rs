@@ -1,9 +1,10 @@
 //! A guest must not stall the host's async executor: on a runtime with one
 //! thread, other guests and host tasks go on while a guest waits for a lock,
-//! while its soft marker's release waits for its turn, and a semaphore's
-//! slot files are made when it opens, not on the executor when it is used.
+//! while its soft marker's release waits for its turn (after a release or a
+//! drop), and a semaphore's slot files are made when it opens, not on the
+//! executor when it is used.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use wasmlock_tests::{Guest, Outcome, PROBE, Script, flock_1_holding, rt, steps, until_exists};
@@ -55,15 +56,54 @@ async fn a_guest_waiting_for_a_lock_leaves_the_thread_to_another() {
     out.check(WAITS);
 }
 
+/// A soft-lock guest under way, a breaker keeping its turn on the marker.
+struct Turn {
+    guest: tokio::task::JoinHandle<Outcome>,
+    stdout: MemoryOutputPipe,
+    marker: PathBuf,
+    breaker: std::process::Child,
+}
+
+impl Turn {
+    /// Runs `script`, which takes `/data/s.lock` soft, touches `held`, then
+    /// awaits `go`: `go` is given once a breaker (`flock(1)`, holding the
+    /// kernel lock on the marker that breakers take) keeps its turn.
+    async fn start(dir: &Path, script: &'static Script<'static>) -> Turn {
+        let marker = dir.join("s.lock");
+        let (guest, stdout) = start(dir, script);
+        until_exists(&dir.join("held")).await;
+        let breaker = flock_1_holding(&marker).await;
+        std::fs::write(dir.join("go"), b"").unwrap();
+        Turn {
+            guest,
+            stdout,
+            marker,
+            breaker,
+        }
+    }
+
+    fn printed(&self) -> String {
+        String::from_utf8_lossy(&self.stdout.contents()).into_owned()
+    }
+
+    /// Ends the breaker's turn; the guest's script then runs to its end.
+    async fn finish(mut self, script: &Script<'_>) {
+        self.breaker.kill().unwrap();
+        self.breaker.wait().unwrap();
+        let out = self.guest.await.unwrap();
+        assert_eq!(out.result, Ok(()), "{}", out.stdout);
+        out.check(script);
+        assert!(!self.marker.exists(), "the marker outlived its release");
+    }
+}
+
 /// Releasing a soft marker takes turns with anyone breaking it; a breaker
-/// that keeps its turn (here `flock(1)`, holding the kernel lock on the
-/// marker that breakers take) makes the release wait, up to a second. That
-/// wait happens off the executor: a host task on the guest's only thread
-/// runs meanwhile, sees the release still pending, and ends the turn.
+/// that keeps its turn makes the release wait, up to a second. That wait
+/// happens off the executor: a host task on the guest's only thread runs
+/// meanwhile, sees the release still pending, and ends the turn.
 #[tokio::test(flavor = "current_thread")]
 async fn a_soft_release_waiting_for_its_turn_leaves_the_thread_to_others() {
     let dir = tempfile::tempdir().unwrap();
-    let marker = dir.path().join("s.lock");
     const SCRIPT: &Script<'_> = &[
         ("open:s:/data/s.lock:soft", "ok"),
         ("acq:s:ex:forever", "ok"),
@@ -71,26 +111,50 @@ async fn a_soft_release_waiting_for_its_turn_leaves_the_thread_to_others() {
         ("await:/data/go", "ok"),
         ("rel:s", "ok"),
     ];
-    let (guest, stdout) = start(dir.path(), SCRIPT);
-    until_exists(&dir.path().join("held")).await;
-    let mut breaker = flock_1_holding(&marker).await;
-    std::fs::write(dir.path().join("go"), b"").unwrap();
+    let turn = Turn::start(dir.path(), SCRIPT).await;
     // Well inside the second the release waits for its turn (`TURN_PATIENCE`
     // in host/src/backend/soft.rs). Had it waited on this thread, this task
     // would run only after it gave up waiting.
     tokio::time::sleep(Duration::from_millis(250)).await;
-    let printed = String::from_utf8_lossy(&stdout.contents()).into_owned();
+    let printed = turn.printed();
     assert!(
         printed.contains("await:/data/go => ok") && !printed.contains("rel:s =>"),
         "the release should be waiting for its turn now:\n{printed}"
     );
-    assert!(marker.exists(), "released before its turn");
-    breaker.kill().unwrap();
-    breaker.wait().unwrap();
-    let out = guest.await.unwrap();
-    assert_eq!(out.result, Ok(()), "{}", out.stdout);
-    out.check(SCRIPT);
-    assert!(!marker.exists(), "the marker outlived its release");
+    assert!(turn.marker.exists(), "released before its turn");
+    turn.finish(SCRIPT).await;
+}
+
+/// A guard's drop is a synchronous host call, so it cannot wait: a soft
+/// release that would (a breaker keeps its turn) finishes on a blocking
+/// thread while the guest goes on, and the guest's next lock call waits for
+/// it, so a `try` then finds the lock free rather than the guest's own old
+/// hold.
+#[tokio::test(flavor = "current_thread")]
+async fn a_dropped_soft_guard_waiting_for_its_turn_is_released_before_the_next_call() {
+    let dir = tempfile::tempdir().unwrap();
+    const SCRIPT: &Script<'_> = &[
+        ("open:s:/data/s.lock:soft", "ok"),
+        ("acq:s:ex:forever", "ok"),
+        ("touch:/data/held", "ok"),
+        ("await:/data/go", "ok"),
+        ("dropguards:s", "ok"),
+        ("touch:/data/dropped", "ok"),
+        ("acq:s:ex:try", "ok"),
+        ("rel:s", "ok"),
+    ];
+    let turn = Turn::start(dir.path(), SCRIPT).await;
+    until_exists(&dir.path().join("dropped")).await;
+    assert!(turn.marker.exists(), "released before its turn");
+    // Still well inside `TURN_PATIENCE` (1 s): the guest's `try` is waiting
+    // for the release, not failing on its own hold.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let printed = turn.printed();
+    assert!(
+        !printed.contains("acq:s:ex:try =>"),
+        "the next call should wait for the release:\n{printed}"
+    );
+    turn.finish(SCRIPT).await;
 }
 
 /// Opening a semaphore makes its slot files (on a blocking thread), so the

@@ -40,6 +40,20 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Gives the lock back to other processes.
     fn release(&self, mode: Mode) -> Result<()>;
 
+    /// Whether [`release`](Backend::release) would wait if called now: a
+    /// soft marker whose turn a breaker holds. Kernel locks let go at once.
+    /// (Asked by the guest host, whose guard drop must not wait.)
+    #[cfg(feature = "wasmtime")]
+    fn release_may_wait(&self) -> bool {
+        false
+    }
+
+    /// Waits until [`release`](Backend::release) would not, called before
+    /// the release and outside this process's books of the lock, so that
+    /// nobody here waits for those books meanwhile: a soft marker waits for
+    /// a breaker's turn here.
+    fn before_release(&self) {}
+
     /// Whether attempts may run while a waiting thread is in
     /// [`acquire_blocking`](Backend::acquire_blocking). Not for `flock`: both
     /// would act on the same open file description.

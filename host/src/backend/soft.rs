@@ -36,6 +36,9 @@ pub(crate) struct SoftBackend {
     /// The marker we created, while we hold it. Keeping it open pins its
     /// inode number: no successor's marker can carry it while we check.
     mine: Mutex<Option<(File, (u64, u64))>>,
+    /// `before_release` waited [`TURN_PATIENCE`] for the turn in vain: the
+    /// release that follows goes ahead without waiting again.
+    patience_spent: AtomicBool,
     /// A malformed marker first seen at this instant, identified by inode and times.
     malformed: Mutex<Option<(Stat, Instant)>>,
     /// While a thread waits for this lock: setting a watch up is cheap, but
@@ -63,6 +66,7 @@ impl SoftBackend {
             // Like py-filelock: nobody but the owner's group may rewrite a marker.
             mode: mode.unwrap_or(0o664),
             mine: Mutex::new(None),
+            patience_spent: AtomicBool::new(false),
             malformed: Mutex::new(None),
             watch: Mutex::new(None),
             no_unnamed: AtomicBool::new(false),
@@ -347,16 +351,26 @@ impl SoftBackend {
     /// it would without turns. An error means no kernel locks here, and no
     /// turns to take.
     fn wait_turn(&self, pin: &File) {
+        // `before_release` waited for the turn in vain already.
+        if self.patience_spent.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        self.patiently(|| !matches!(sys::flock_try(pin, Mode::Exclusive), Ok(false)));
+    }
+
+    /// Waits until `free`, at most [`TURN_PATIENCE`]; says whether it is.
+    fn patiently(&self, mut free: impl FnMut() -> bool) -> bool {
         let since = Instant::now();
-        while let Ok(false) = sys::flock_try(pin, Mode::Exclusive) {
+        while !free() {
             if since.elapsed() > TURN_PATIENCE {
                 tracing::warn!(path = %self.path.display(), "a breaker kept its turn on our marker; releasing anyway");
-                return;
+                return false;
             }
             // Only a forced break of a live holder gets here, and a turn
             // lasts microseconds: a short nap is all it takes.
             std::thread::sleep(Duration::from_micros(200));
         }
+        true
     }
 
     fn wait_once(&self) -> Result<bool> {
@@ -367,6 +381,20 @@ impl SoftBackend {
             return self.create();
         }
         Ok(false)
+    }
+}
+
+/// Whether no breaker has its turn on our marker now. The turn is left
+/// free: a breaker that comes next is not kept out by one nobody uses.
+fn turn_free(pin: &File) -> bool {
+    match sys::flock_try(pin, Mode::Exclusive) {
+        Ok(true) => {
+            let _ = sys::flock_release(pin);
+            true
+        }
+        Ok(false) => false,
+        // No kernel locks here: no turns to wait for.
+        Err(_) => true,
     }
 }
 
@@ -414,6 +442,29 @@ impl Backend for SoftBackend {
         } else {
             Err(Error::new(ErrorKind::Lost, &self.path)
                 .with_detail("the marker was removed or replaced by someone else while held"))
+        }
+    }
+
+    #[cfg(feature = "wasmtime")]
+    fn release_may_wait(&self) -> bool {
+        let mine = self.mine.lock().unwrap();
+        mine.as_ref().is_some_and(|(pin, _)| !turn_free(pin))
+    }
+
+    fn before_release(&self) {
+        // Waited for on a copy of the marker's descriptor (the same open
+        // file, so the same turn), with `mine` unlocked meanwhile.
+        let pin = {
+            let mine = self.mine.lock().unwrap();
+            match mine.as_ref() {
+                Some((pin, _)) if !turn_free(pin) => pin.try_clone(),
+                _ => return,
+            }
+        };
+        if let Ok(pin) = pin
+            && !self.patiently(|| turn_free(&pin))
+        {
+            self.patience_spent.store(true, Ordering::Relaxed);
         }
     }
 

@@ -117,6 +117,12 @@ impl FileLock {
         if self.try_fast(req) {
             return Ok(Granted::First);
         }
+        self.acquire_queued_async(req, wait).await
+    }
+
+    /// [`acquire_async`](Self::acquire_async) without its uncontended
+    /// attempt, for callers that made it already (or need not).
+    pub(crate) async fn acquire_queued_async(&self, req: Request, wait: Wait) -> Result<Granted> {
         let (wait, deadline) = fix_deadline(wait);
         loop {
             let entry = match self.begin(req, wait)? {
@@ -153,7 +159,8 @@ impl FileLock {
         }
     }
 
-    /// Async [`acquire_reporting`](Self::acquire_reporting).
+    /// Async [`acquire_reporting`](Self::acquire_reporting), after an
+    /// uncontended attempt failed (its first part is queued at once).
     #[cfg_attr(not(feature = "wasmtime"), allow(dead_code))]
     pub(crate) async fn acquire_reporting_async(
         &self,
@@ -163,7 +170,7 @@ impl FileLock {
         on_wait: impl FnOnce(Option<Holder>),
     ) -> Result<Granted> {
         let (first, rest) = split_wait(wait, after);
-        match self.acquire_async(req, first).await {
+        match self.acquire_queued_async(req, first).await {
             Err(e) if rest.is_some() && e.kind() == ErrorKind::Timeout => {
                 on_wait(self.holder().ok().flatten());
                 self.acquire_async(req, rest.expect("checked")).await

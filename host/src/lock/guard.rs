@@ -31,6 +31,10 @@ impl<L: Deref<Target = FileLock>> Hold<L> {
 
     fn release(&mut self) -> Result<()> {
         self.released = true;
+        // What the release may wait for (a breaker's turn on a soft marker)
+        // is waited for here, before the lock's books are locked, so that
+        // other attempts on it in this process do not wait too.
+        self.lock.granted(&self.entry).backend().before_release();
         let Request { owner, party, .. } = self.req;
         if self.req.solo {
             self.lock
@@ -42,6 +46,11 @@ impl<L: Deref<Target = FileLock>> Hold<L> {
 
     fn is_lost(&self) -> bool {
         !self.released && self.lock.granted(&self.entry).backend().lost()
+    }
+
+    #[cfg(feature = "wasmtime")]
+    fn release_may_wait(&self) -> bool {
+        !self.released && self.lock.granted(&self.entry).backend().release_may_wait()
     }
 
     fn file(&self) -> Option<&File> {
@@ -232,3 +241,12 @@ impl OwnedLockGuard {
 }
 
 guard_api!(OwnedLockGuard, Arc<FileLock>);
+
+#[cfg(feature = "wasmtime")]
+impl OwnedLockGuard {
+    /// Whether releasing now would wait (a soft marker whose turn a breaker
+    /// holds): the host then releases off the executor.
+    pub(crate) fn release_may_wait(&self) -> bool {
+        self.hold.release_may_wait()
+    }
+}

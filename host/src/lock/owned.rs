@@ -162,6 +162,10 @@ impl FileLock {
     /// says the guest asked to wait forever and cannot go on (and so cannot
     /// release) meanwhile — also when the host capped that wait to `wait`.
     /// A wait longer than `after` is reported once through `on_wait`.
+    ///
+    /// The queued path: callers try
+    /// [`try_fast_for_party`](Self::try_fast_for_party) first where the
+    /// uncontended case matters.
     pub(crate) async fn lock_for_party_async(
         self: &Arc<Self>,
         mode: Mode,
@@ -176,7 +180,7 @@ impl FileLock {
                 self.acquire_reporting_async(req, wait, after, on_wait)
                     .await?
             }
-            None => self.acquire_async(req, wait).await?,
+            None => self.acquire_queued_async(req, wait).await?,
         };
         Ok(OwnedLockGuard::new(self.clone(), req, entry))
     }

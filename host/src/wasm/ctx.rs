@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use wasmtime_wasi::runtime::AbortOnDropJoinHandle;
+
 use super::namespace::Namespace;
 use crate::{Holder, Kind, Mode, Owner, Wait};
 
@@ -227,6 +229,7 @@ impl WasmLockCtxBuilder {
                 held: AtomicUsize::new(0),
             }),
             owner: Owner::unique(),
+            releasing: Releasing::default(),
         }
     }
 }
@@ -239,6 +242,7 @@ impl WasmLockCtxBuilder {
 pub struct WasmLockCtx {
     pub(crate) limits: Arc<Limits>,
     pub(crate) owner: Owner,
+    pub(crate) releasing: Releasing,
 }
 
 impl Default for WasmLockCtx {
@@ -367,5 +371,28 @@ impl Drop for Slot {
             Which::Held => &self.limits.held,
         };
         counter.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The releases of a guest's dropped guards that had to finish off the
+/// executor. Each lock call of the guest waits for them first; there are
+/// never more than the guards the guest held at once.
+#[derive(Debug, Default)]
+pub(crate) struct Releasing(Vec<AbortOnDropJoinHandle<()>>);
+
+impl Releasing {
+    pub(super) fn push(&mut self, release: Option<AbortOnDropJoinHandle<()>>) {
+        self.0.retain(|r| !r.is_finished());
+        self.0.extend(release);
+    }
+
+    /// Waits until the guest's earlier releases are done.
+    pub(crate) async fn settle(&mut self) {
+        // A store dropped meanwhile drops the rest: a release already
+        // running finishes on its thread, one not started is dropped with
+        // its guard, which releases inline.
+        while let Some(release) = self.0.pop() {
+            release.await;
+        }
     }
 }

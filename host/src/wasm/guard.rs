@@ -2,15 +2,15 @@
 //! guest releases it by dropping it; the host ends it when the embedder's
 //! maximum hold time runs out, and tells the guest through `lost`.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use wasmtime_wasi::runtime::{AbortOnDropJoinHandle, spawn, spawn_blocking};
 
-use super::ctx::Slot;
+use super::ctx::{Releasing, Slot};
 use crate::{Kind, Mode, OwnedLockGuard, OwnedPermit, Result};
 
 /// How often the lost pollable of a soft hold looks at its marker when no
@@ -52,6 +52,13 @@ impl Native {
         }
     }
 
+    /// Whether releasing now would wait: a soft marker whose turn a breaker
+    /// holds right now (the turn lasts microseconds unless that breaker is
+    /// stopped).
+    fn release_may_wait(&self) -> bool {
+        matches!(self, Native::Lock(g) if g.release_may_wait())
+    }
+
     fn release(self) -> Result<()> {
         match self {
             Native::Lock(g) => g.unlock(),
@@ -75,10 +82,12 @@ impl Native {
 /// The hold, shared by the guard, its lost pollables and its timer.
 #[derive(Debug)]
 struct Cell {
-    /// `None` once released or ended by the host. An async mutex: the host
-    /// ending a hold keeps it while the release runs (off the executor), so
-    /// the guest's own release or drop waits for that, not the executor.
+    /// `None` once released, or taken by the host's timer to end it: a
+    /// guard whose cell is empty while its timer runs is being ended.
     native: Mutex<Option<Native>>,
+    /// Set once the hold is gone without a release: after the host's end
+    /// is done (until then the hold is still booked), or when a soft
+    /// marker is found gone.
     lost: AtomicBool,
     /// Wakes lost pollables. A `Notify` costs nothing until someone waits,
     /// which matters: every guest lock+unlock makes and drops a cell.
@@ -86,18 +95,17 @@ struct Cell {
 }
 
 impl Cell {
+    fn native(&self) -> MutexGuard<'_, Option<Native>> {
+        // A panic elsewhere leaves the value itself sound.
+        self.native.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Whether the hold was lost; notices a removed soft marker.
     fn check(&self) -> bool {
         if self.lost.load(Ordering::Acquire) {
             return true;
         }
-        // Busy only while the host ends the hold (the guest is single
-        // threaded, and here): lost.
-        let Ok(native) = self.native.try_lock() else {
-            return true;
-        };
-        let taken = native.as_ref().is_some_and(Native::is_lost);
-        drop(native);
+        let taken = self.native().as_ref().is_some_and(Native::is_lost);
         if taken {
             self.mark_lost();
         }
@@ -108,9 +116,7 @@ impl Cell {
     /// pollables: it costs a look at the handle). While the host ends it,
     /// the end itself wakes them.
     fn can_be_taken(&self) -> bool {
-        self.native
-            .try_lock()
-            .is_ok_and(|native| native.as_ref().is_some_and(Native::is_soft))
+        self.native().as_ref().is_some_and(Native::is_soft)
     }
 
     fn mark_lost(&self) {
@@ -118,20 +124,13 @@ impl Cell {
         self.wake.notify_waiters();
     }
 
-    /// Ends the hold from the host's side: releases it, and says so. The
-    /// hold stays taken until the release is done.
+    /// Ends the hold from the host's side: releases it, then says so.
     async fn end(&self) {
-        let mut native = self.native.lock().await;
-        if let Some(held) = native.take() {
+        let held = self.native().take();
+        if let Some(held) = held {
             let _ = held.release_off_executor().await;
-            // Before the hold is seen empty: a look in between says lost.
             self.mark_lost();
         }
-    }
-
-    /// The hold, once any end the host began is done.
-    async fn take(&self) -> Option<Native> {
-        self.native.lock().await.take()
     }
 }
 
@@ -141,7 +140,8 @@ pub struct GuestGuard {
     cell: Arc<Cell>,
     mode: Mode,
     slot: Option<u32>,
-    _timer: Option<AbortOnDropJoinHandle<()>>,
+    /// Ends the hold at the embedder's maximum hold time.
+    timer: Option<AbortOnDropJoinHandle<()>>,
     _held: Slot,
 }
 
@@ -166,7 +166,7 @@ impl GuestGuard {
             cell,
             mode,
             slot,
-            _timer: timer,
+            timer,
             _held: held,
         }
     }
@@ -190,20 +190,37 @@ impl GuestGuard {
         }
     }
 
-    /// Releases now. A hold already ended is `Lost`.
-    pub(crate) async fn release(self) -> Result<(), crate::Error> {
-        match self.cell.take().await {
+    /// Releases now. A hold the host ended is `Lost`, once that end is done
+    /// (the guest's next call must not find the old hold).
+    pub(crate) async fn release(mut self) -> Result<(), crate::Error> {
+        let held = self.cell.native().take();
+        match held {
             Some(native) => native.release_off_executor().await,
-            None => Err(crate::Error::new(crate::ErrorKind::Lost, "")
-                .with_detail("the hold was ended by the host (maximum hold time)")),
+            None => {
+                if let Some(ending) = self.timer.take() {
+                    ending.await;
+                }
+                Err(crate::Error::new(crate::ErrorKind::Lost, "")
+                    .with_detail("the hold was ended by the host (maximum hold time)"))
+            }
         }
     }
 
-    /// Releases now, as the guest drops it: done when this returns, so the
-    /// guest's next call finds the lock free.
-    pub(crate) async fn close(self) {
-        if let Some(native) = self.cell.take().await {
-            let _ = native.release_off_executor().await;
+    /// Releases as the guest drops it, in a synchronous host call: at once,
+    /// unless that would wait (a breaker holds a soft marker's turn, or the
+    /// host's timer is ending the hold). Then the release finishes off the
+    /// executor, and the guest's next lock call waits for it (`Releasing`),
+    /// so that call never finds the guest's own old hold.
+    pub(crate) fn close_now(mut self, releasing: &mut Releasing) {
+        let held = self.cell.native().take();
+        match held {
+            // Taken by the timer: its task is what to wait for (done already
+            // if it has finished).
+            None => releasing.push(self.timer.take()),
+            Some(held) if held.release_may_wait() => {
+                releasing.push(Some(spawn_blocking(move || drop(held.release()))));
+            }
+            Some(held) => drop(held.release()),
         }
     }
 }
@@ -212,11 +229,10 @@ impl Drop for GuestGuard {
     fn drop(&mut self) {
         // Guards the store drops with it: released before the store's drop
         // returns, where the embedder drops it, as the embedder expects.
-        // (Busy only while the host's timer ends the hold: that release,
-        // already on a blocking thread, finishes there.)
-        if let Ok(mut native) = self.cell.native.try_lock() {
-            drop(native.take());
-        }
+        // (Empty while the host's timer ends the hold: that release, already
+        // on a blocking thread, finishes there.)
+        let held = self.cell.native().take();
+        drop(held);
     }
 }
 

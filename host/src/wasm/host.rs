@@ -5,13 +5,14 @@
 //! a semaphore's slot files, reading holders and markers, breaking, a soft
 //! marker's release, which takes turns with breakers) runs on a blocking
 //! thread. What stays on the executor is an acquisition's attempts and a
-//! kernel lock's release: a few system calls each that do not wait (a
-//! `flock` with `LOCK_NB`, a soft marker's exclusive create).
+//! release that cannot wait: a few system calls each (a `flock` with
+//! `LOCK_NB` or `LOCK_UN`, a soft marker's exclusive create or unlink).
 //!
-//! One wait remains that a guest can meet on the executor: while a soft
-//! marker's release waits for a breaker's turn (on its blocking thread, up
-//! to a second), it keeps that lock's in-process state locked, so an
-//! attempt on the same soft lock from this process waits for it too.
+//! As in wasmtime-wasi, only calls that may wait are async. A guard's drop
+//! is not: it releases at once, or, when a soft marker's release would wait
+//! for a breaker's turn, lets it finish on a blocking thread; the guest's
+//! next lock call waits for it first. A release waits for that turn before
+//! it locks the lock's in-process books, so attempts meanwhile do not wait.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -125,11 +126,35 @@ impl WasmLockCtxView<'_> {
         Ok(self.table.push(guest)?)
     }
 
-    fn push_semaphore(
+    /// Opens a lock by path on a blocking thread (resolved and opened now,
+    /// so a path out of the sandbox fails here) and hands it to the guest.
+    async fn open_lock(
         &mut self,
-        sem: Semaphore,
         handle: Slot,
+        open: impl FnOnce() -> Result<FileLock> + Send + 'static,
+    ) -> LockResult<Resource<GuestLock>> {
+        let lock = blocking(move || {
+            let lock = open()?;
+            lock.entry()?;
+            Ok(lock)
+        })
+        .await?;
+        self.push_lock(lock, false, handle)
+    }
+
+    /// Opens a semaphore on a blocking thread, its slot files made now, and
+    /// hands it to the guest.
+    async fn open_semaphore(
+        &mut self,
+        handle: Slot,
+        open: impl FnOnce() -> Result<Semaphore> + Send + 'static,
     ) -> LockResult<Resource<GuestSemaphore>> {
+        let sem = blocking(move || {
+            let sem = open()?;
+            sem.open_slots()?;
+            Ok(sem)
+        })
+        .await?;
         let guest = GuestSemaphore {
             sem: Arc::new(sem),
             _handle: handle,
@@ -189,14 +214,8 @@ impl locks::HostLock for WasmLockCtxView<'_> {
         }
         let handle = self.handle_slot()?;
         let locks = self.lock_dir(&dir)?;
-        // Resolved and opened now, so a path out of the sandbox fails here.
-        let lock = blocking(move || {
-            let lock = locks.builder(&path).kind(k).build()?;
-            lock.entry()?;
-            Ok(lock)
-        })
-        .await?;
-        self.push_lock(lock, false, handle)
+        self.open_lock(handle, move || locks.builder(&path).kind(k).build())
+            .await
     }
 
     async fn on_file(&mut self, file: Resource<Descriptor>) -> LockResult<Resource<GuestLock>> {
@@ -222,6 +241,7 @@ impl locks::HostLock for WasmLockCtxView<'_> {
         m: types::Mode,
         w: types::Wait,
     ) -> LockResult<Resource<GuestGuard>> {
+        self.ctx.releasing.settle().await;
         let m = mode(m);
         let (lock, held) = self.prepare(&this, m)?;
         let party = self.ctx.owner;
@@ -253,6 +273,7 @@ impl locks::HostLock for WasmLockCtxView<'_> {
         this: Resource<GuestLock>,
         m: types::Mode,
     ) -> LockResult<Resource<FutureGuard>> {
+        self.ctx.releasing.settle().await;
         let m = mode(m);
         let (lock, held) = self.prepare(&this, m)?;
         let party = self.ctx.owner;
@@ -270,11 +291,13 @@ impl locks::HostLock for WasmLockCtxView<'_> {
     }
 
     async fn is_locked(&mut self, this: Resource<GuestLock>) -> LockResult<bool> {
+        self.ctx.releasing.settle().await;
         let lock = self.table.get(&this)?.lock.clone();
         blocking(move || lock.is_locked()).await
     }
 
     async fn holder(&mut self, this: Resource<GuestLock>) -> LockResult<Option<types::Holder>> {
+        self.ctx.releasing.settle().await;
         let lock = self.table.get(&this)?.lock.clone();
         let (party, reveal) = (self.ctx.owner, self.ctx.limits.reveal_holders());
         let found = blocking(move || {
@@ -305,6 +328,7 @@ impl locks::HostLock for WasmLockCtxView<'_> {
     }
 
     async fn break_lock(&mut self, this: Resource<GuestLock>, force: bool) -> LockResult<()> {
+        self.ctx.releasing.settle().await;
         let lock = self.table.get(&this)?.lock.clone();
         if !self.ctx.limits.allows_break(force) {
             return Err(Code::NotPermitted.into());
@@ -321,28 +345,28 @@ impl locks::HostLock for WasmLockCtxView<'_> {
         .await
     }
 
-    async fn drop(&mut self, this: Resource<GuestLock>) -> wasmtime::Result<()> {
+    fn drop(&mut self, this: Resource<GuestLock>) -> wasmtime::Result<()> {
         self.table.delete(this)?;
         Ok(())
     }
 }
 
 impl locks::HostGuard for WasmLockCtxView<'_> {
-    async fn mode(&mut self, this: Resource<GuestGuard>) -> wasmtime::Result<types::Mode> {
+    fn mode(&mut self, this: Resource<GuestGuard>) -> wasmtime::Result<types::Mode> {
         Ok(wit_mode(self.table.get(&this)?.mode()))
     }
 
-    async fn slot(&mut self, this: Resource<GuestGuard>) -> wasmtime::Result<Option<u32>> {
+    fn slot(&mut self, this: Resource<GuestGuard>) -> wasmtime::Result<Option<u32>> {
         Ok(self.table.get(&this)?.slot())
     }
 
-    async fn fence(&mut self, this: Resource<GuestGuard>) -> wasmtime::Result<Option<u64>> {
+    fn fence(&mut self, this: Resource<GuestGuard>) -> wasmtime::Result<Option<u64>> {
         // File locks issue no fencing tokens.
         self.table.get(&this)?;
         Ok(None)
     }
 
-    async fn status(&mut self, this: Resource<GuestGuard>) -> wasmtime::Result<types::HoldStatus> {
+    fn status(&mut self, this: Resource<GuestGuard>) -> wasmtime::Result<types::HoldStatus> {
         Ok(if self.table.get(&this)?.is_lost() {
             types::HoldStatus::Lost
         } else {
@@ -350,7 +374,7 @@ impl locks::HostGuard for WasmLockCtxView<'_> {
         })
     }
 
-    async fn subscribe_lost(
+    fn subscribe_lost(
         &mut self,
         this: Resource<GuestGuard>,
     ) -> wasmtime::Result<Resource<DynPollable>> {
@@ -362,18 +386,20 @@ impl locks::HostGuard for WasmLockCtxView<'_> {
     }
 
     async fn release(&mut self, this: Resource<GuestGuard>) -> LockResult<()> {
+        self.ctx.releasing.settle().await;
         let guard = self.table.delete(this)?;
         Ok(guard.release().await?)
     }
 
-    async fn drop(&mut self, this: Resource<GuestGuard>) -> wasmtime::Result<()> {
-        self.table.delete(this)?.close().await;
+    fn drop(&mut self, this: Resource<GuestGuard>) -> wasmtime::Result<()> {
+        let guard = self.table.delete(this)?;
+        guard.close_now(&mut self.ctx.releasing);
         Ok(())
     }
 }
 
 impl locks::HostFutureGuard for WasmLockCtxView<'_> {
-    async fn subscribe(
+    fn subscribe(
         &mut self,
         this: Resource<FutureGuard>,
     ) -> wasmtime::Result<Resource<DynPollable>> {
@@ -384,13 +410,13 @@ impl locks::HostFutureGuard for WasmLockCtxView<'_> {
         wasmtime_wasi::p2::subscribe(self.table, done)
     }
 
-    async fn get(
+    fn get(
         &mut self,
         this: Resource<FutureGuard>,
     ) -> wasmtime::Result<
         Option<std::result::Result<std::result::Result<Resource<GuestGuard>, ErrorCode>, ()>>,
     > {
-        let outcome = self.table.get_mut(&this)?.get();
+        let outcome = self.table.get_mut(&this)?.get(&mut self.ctx.releasing);
         Ok(match outcome {
             None => None,
             Some(Err(())) => Some(Err(())),
@@ -418,13 +444,8 @@ impl locks::HostSemaphore for WasmLockCtxView<'_> {
         let slots = self.check_slots(slots)?;
         let handle = self.handle_slot()?;
         let locks = self.lock_dir(&dir)?;
-        let sem = blocking(move || {
-            let sem = locks.semaphore(&name, slots)?;
-            sem.open_slots()?;
-            Ok(sem)
-        })
-        .await?;
-        self.push_semaphore(sem, handle)
+        self.open_semaphore(handle, move || locks.semaphore(&name, slots))
+            .await
     }
 
     async fn acquire(
@@ -432,6 +453,7 @@ impl locks::HostSemaphore for WasmLockCtxView<'_> {
         this: Resource<GuestSemaphore>,
         w: types::Wait,
     ) -> LockResult<Resource<GuestGuard>> {
+        self.ctx.releasing.settle().await;
         let sem = self.table.get(&this)?.sem.clone();
         let held = self.held_slot()?;
         let asked = wait(w);
@@ -446,6 +468,7 @@ impl locks::HostSemaphore for WasmLockCtxView<'_> {
         &mut self,
         this: Resource<GuestSemaphore>,
     ) -> LockResult<Resource<FutureGuard>> {
+        self.ctx.releasing.settle().await;
         let sem = self.table.get(&this)?.sem.clone();
         let held = self.held_slot()?;
         let w = self.ctx.limits.clamp(Wait::Forever);
@@ -460,15 +483,16 @@ impl locks::HostSemaphore for WasmLockCtxView<'_> {
     }
 
     async fn available(&mut self, this: Resource<GuestSemaphore>) -> LockResult<u32> {
+        self.ctx.releasing.settle().await;
         let sem = self.table.get(&this)?.sem.clone();
         blocking(move || sem.available().map(|n| n as u32)).await
     }
 
-    async fn slots(&mut self, this: Resource<GuestSemaphore>) -> wasmtime::Result<u32> {
+    fn slots(&mut self, this: Resource<GuestSemaphore>) -> wasmtime::Result<u32> {
         Ok(self.table.get(&this)?.sem.slots() as u32)
     }
 
-    async fn drop(&mut self, this: Resource<GuestSemaphore>) -> wasmtime::Result<()> {
+    fn drop(&mut self, this: Resource<GuestSemaphore>) -> wasmtime::Result<()> {
         self.table.delete(this)?;
         Ok(())
     }
@@ -486,13 +510,8 @@ impl locks::HostNamespace for WasmLockCtxView<'_> {
             return Err(Code::NotPermitted.into());
         }
         let handle = self.handle_slot()?;
-        let lock = blocking(move || {
-            let lock = namespace.lock(&name, &key)?;
-            lock.entry()?;
-            Ok(lock)
-        })
-        .await?;
-        self.push_lock(lock, false, handle)
+        self.open_lock(handle, move || namespace.lock(&name, &key))
+            .await
     }
 
     async fn open_semaphore(
@@ -508,25 +527,18 @@ impl locks::HostNamespace for WasmLockCtxView<'_> {
         }
         let slots = self.check_slots(slots)?;
         let handle = self.handle_slot()?;
-        let sem = blocking(move || {
-            let sem = namespace.semaphore(&name, &key, slots)?;
-            sem.open_slots()?;
-            Ok(sem)
-        })
-        .await?;
-        self.push_semaphore(sem, handle)
+        self.open_semaphore(handle, move || namespace.semaphore(&name, &key, slots))
+            .await
     }
 
-    async fn drop(&mut self, this: Resource<GuestNamespace>) -> wasmtime::Result<()> {
+    fn drop(&mut self, this: Resource<GuestNamespace>) -> wasmtime::Result<()> {
         self.table.delete(this)?;
         Ok(())
     }
 }
 
 impl namespaces::Host for WasmLockCtxView<'_> {
-    async fn get_namespaces(
-        &mut self,
-    ) -> wasmtime::Result<Vec<(Resource<GuestNamespace>, String)>> {
+    fn get_namespaces(&mut self) -> wasmtime::Result<Vec<(Resource<GuestNamespace>, String)>> {
         let limits = self.ctx.limits.clone();
         let mut granted = Vec::new();
         for (name, namespace) in limits.namespaces() {

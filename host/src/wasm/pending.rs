@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use wasmtime_wasi::runtime::{AbortOnDropJoinHandle, spawn, spawn_blocking};
 
-use super::ctx::Slot;
+use super::ctx::{Releasing, Slot};
 use super::guard::{GuestGuard, Native};
 use crate::{Error, Result};
 
@@ -24,6 +24,9 @@ enum State {
     Waiting(Acquisition),
     /// Completed at the instant given; not taken yet.
     Ready(Result<Native>, Instant),
+    /// A grant nobody took within the maximum hold time, being released by
+    /// the task.
+    Expiring,
     Taken,
     /// The guest dropped the future-guard.
     Closed,
@@ -34,6 +37,7 @@ impl std::fmt::Debug for State {
         match self {
             State::Waiting(_) => f.write_str("Waiting"),
             State::Ready(outcome, _) => f.debug_tuple("Ready").field(outcome).finish(),
+            State::Expiring => f.write_str("Expiring"),
             State::Taken => f.write_str("Taken"),
             State::Closed => f.write_str("Closed"),
         }
@@ -63,19 +67,22 @@ impl Shared {
         Poll::Ready(granted)
     }
 
-    /// A grant nobody took within the maximum hold time is given back.
+    /// A grant nobody took within the maximum hold time is given back; it
+    /// reads as lost once the release is done.
     async fn expire(&self) {
-        let old = {
+        let native = {
             let mut state = self.state.lock().unwrap();
-            if !matches!(&*state, State::Ready(Ok(_), _)) {
+            let old = std::mem::replace(&mut *state, State::Expiring);
+            let State::Ready(Ok(native), _) = old else {
+                *state = old;
                 return;
-            }
-            let lost = Error::new(crate::ErrorKind::Lost, "")
-                .with_detail("granted, but not taken within the host's maximum hold time");
-            std::mem::replace(&mut *state, State::Ready(Err(lost), Instant::now()))
+            };
+            native
         };
-        if let State::Ready(Ok(native), _) = old {
-            let _ = native.release_off_executor().await;
+        let _ = native.release_off_executor().await;
+        let mut state = self.state.lock().unwrap();
+        if matches!(&*state, State::Expiring) {
+            *state = State::Ready(Err(uncollected()), Instant::now());
         }
     }
 
@@ -93,7 +100,8 @@ pub struct FutureGuard {
     shared: Arc<Shared>,
     held: Option<Slot>,
     max_hold: Option<Duration>,
-    _task: AbortOnDropJoinHandle<()>,
+    /// Drives the acquisition, then expires an uncollected grant.
+    task: Option<AbortOnDropJoinHandle<()>>,
 }
 
 impl FutureGuard {
@@ -134,7 +142,7 @@ impl FutureGuard {
             shared,
             held: Some(held),
             max_hold,
-            _task: spawn(task),
+            task: Some(spawn(task)),
         })
     }
 
@@ -150,23 +158,38 @@ impl FutureGuard {
     /// executor where that may wait: a grant to a soft lock is released
     /// there, and so is a waiting acquisition, whose withdrawal may pass on
     /// a grant that arrived meanwhile (a soft marker's release).
-    pub(crate) async fn close(self) {
+    pub(crate) async fn close(mut self) {
         match self.shared.close() {
             State::Ready(Ok(native), _) => {
                 let _ = native.release_off_executor().await;
             }
             State::Waiting(acquisition) => spawn_blocking(move || drop(acquisition)).await,
+            // The task is releasing the grant: done when it is.
+            State::Expiring => {
+                if let Some(task) = self.task.take() {
+                    task.await;
+                }
+            }
             _ => {}
         }
     }
 
     /// `None` while pending; then the outcome once, and `Some(Err(()))` after.
-    pub(crate) fn get(&mut self) -> Option<std::result::Result<Result<GuestGuard>, ()>> {
+    /// A grant whose expiry is under way is lost already; the guest's next
+    /// lock call waits for its release (`releasing`).
+    pub(crate) fn get(
+        &mut self,
+        releasing: &mut Releasing,
+    ) -> Option<std::result::Result<Result<GuestGuard>, ()>> {
         let mut state = self.shared.state.lock().unwrap();
         match std::mem::replace(&mut *state, State::Taken) {
             waiting @ State::Waiting(_) => {
                 *state = waiting;
                 None
+            }
+            State::Expiring => {
+                releasing.push(self.task.take());
+                Some(Ok(Err(uncollected())))
             }
             State::Ready(outcome, at) => {
                 let held = self.held.take().expect("taken once");
@@ -185,6 +208,11 @@ impl Drop for FutureGuard {
         // With the store: as a guard's drop.
         drop(self.shared.close());
     }
+}
+
+fn uncollected() -> Error {
+    Error::new(crate::ErrorKind::Lost, "")
+        .with_detail("granted, but not taken within the host's maximum hold time")
 }
 
 /// Ready when an acquisition has completed, or its future-guard is gone.
