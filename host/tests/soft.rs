@@ -287,3 +287,38 @@ fn a_release_waiting_for_a_breakers_turn_does_not_hold_up_attempts() {
     assert!(!path.exists());
     drop(lock.try_lock().unwrap());
 }
+
+/// Handing a held soft lock to the next waiter in this process does not
+/// touch the marker, so it does not wait for a breaker's turn either.
+#[test]
+fn a_hand_off_in_this_process_does_not_wait_for_a_breakers_turn() {
+    use std::sync::Arc;
+    use std::sync::mpsc;
+
+    let dir = tmp();
+    let path = dir.path().join("handoff.lock");
+    let lock = Arc::new(soft(&path));
+    let guard = lock.lock_owned().unwrap();
+    let (granted, got) = mpsc::channel();
+    let waiter = std::thread::spawn({
+        let lock = lock.clone();
+        move || {
+            let guard = lock.lock_owned().unwrap();
+            granted.send(()).unwrap();
+            guard
+        }
+    });
+    // Time to queue behind the guard (a waiter not queued yet would make
+    // this a release that gives the lock back, which does wait).
+    std::thread::sleep(Duration::from_millis(200));
+    let breaker = std::fs::File::open(&path).unwrap();
+    fs4::FileExt::lock(&breaker).unwrap();
+    let releasing = std::thread::spawn(move || drop(guard));
+    // Well inside the second (`TURN_PATIENCE`) a release would wait.
+    got.recv_timeout(Duration::from_millis(700))
+        .expect("the hand-off waited for the breaker's turn");
+    releasing.join().unwrap();
+    fs4::FileExt::unlock(&breaker).unwrap();
+    drop(waiter.join().unwrap());
+    assert!(!path.exists());
+}

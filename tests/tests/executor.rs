@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use wasmlock::{WasmLockCtx, WasmLockCtxBuilder};
 use wasmlock_tests::{Guest, Outcome, PROBE, Script, flock_1_holding, rt, steps, until_exists};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
@@ -16,7 +17,17 @@ fn start(
     dir: &Path,
     script: &'static Script<'static>,
 ) -> (tokio::task::JoinHandle<Outcome>, MemoryOutputPipe) {
-    let guest = Guest::new(PROBE, dir, &steps(script));
+    start_with(dir, script, WasmLockCtx::builder())
+}
+
+/// [`start`], with `locks` as the host's limits.
+fn start_with(
+    dir: &Path,
+    script: &'static Script<'static>,
+    locks: WasmLockCtxBuilder,
+) -> (tokio::task::JoinHandle<Outcome>, MemoryOutputPipe) {
+    let mut guest = Guest::new(PROBE, dir, &steps(script));
+    guest.locks = locks;
     let stdout = guest.stdout.clone();
     (
         tokio::spawn(async move { rt().run(guest).await.unwrap() }),
@@ -68,9 +79,13 @@ impl Turn {
     /// Runs `script`, which takes `/data/s.lock` soft, touches `held`, then
     /// awaits `go`: `go` is given once a breaker (`flock(1)`, holding the
     /// kernel lock on the marker that breakers take) keeps its turn.
-    async fn start(dir: &Path, script: &'static Script<'static>) -> Turn {
+    async fn start(
+        dir: &Path,
+        script: &'static Script<'static>,
+        locks: WasmLockCtxBuilder,
+    ) -> Turn {
         let marker = dir.join("s.lock");
-        let (guest, stdout) = start(dir, script);
+        let (guest, stdout) = start_with(dir, script, locks);
         until_exists(&dir.join("held")).await;
         let breaker = flock_1_holding(&marker).await;
         std::fs::write(dir.join("go"), b"").unwrap();
@@ -111,7 +126,7 @@ async fn a_soft_release_waiting_for_its_turn_leaves_the_thread_to_others() {
         ("await:/data/go", "ok"),
         ("rel:s", "ok"),
     ];
-    let turn = Turn::start(dir.path(), SCRIPT).await;
+    let turn = Turn::start(dir.path(), SCRIPT, WasmLockCtx::builder()).await;
     // Well inside the second the release waits for its turn (`TURN_PATIENCE`
     // in host/src/backend/soft.rs). Had it waited on this thread, this task
     // would run only after it gave up waiting.
@@ -143,7 +158,7 @@ async fn a_dropped_soft_guard_waiting_for_its_turn_is_released_before_the_next_c
         ("acq:s:ex:try", "ok"),
         ("rel:s", "ok"),
     ];
-    let turn = Turn::start(dir.path(), SCRIPT).await;
+    let turn = Turn::start(dir.path(), SCRIPT, WasmLockCtx::builder()).await;
     until_exists(&dir.path().join("dropped")).await;
     assert!(turn.marker.exists(), "released before its turn");
     // Still well inside `TURN_PATIENCE` (1 s): the guest's `try` is waiting
@@ -153,6 +168,42 @@ async fn a_dropped_soft_guard_waiting_for_its_turn_is_released_before_the_next_c
     assert!(
         !printed.contains("acq:s:ex:try =>"),
         "the next call should wait for the release:\n{printed}"
+    );
+    turn.finish(SCRIPT).await;
+}
+
+/// The host's maximum hold time ends a hold by releasing it, and here that
+/// release waits for a breaker's turn. The guest's drop of the guard
+/// meanwhile finds nothing left to release and does not wait; its next lock
+/// call waits for the host's end, then finds the lock free.
+#[tokio::test(flavor = "current_thread")]
+async fn a_guard_dropped_while_the_host_ends_it_is_released_before_the_next_call() {
+    let dir = tempfile::tempdir().unwrap();
+    const SCRIPT: &Script<'_> = &[
+        ("open:s:/data/s.lock:soft", "ok"),
+        ("acq:s:ex:forever", "ok"),
+        ("touch:/data/held", "ok"),
+        ("await:/data/go", "ok"),
+        // Past the maximum hold time: the host is ending the hold.
+        ("sleep:600", "ok"),
+        ("dropguards:s", "ok"),
+        ("touch:/data/dropped", "ok"),
+        ("acq:s:ex:try", "ok"),
+        ("rel:s", "ok"),
+    ];
+    let locks = WasmLockCtx::builder().max_hold(Duration::from_millis(300));
+    let turn = Turn::start(dir.path(), SCRIPT, locks).await;
+    until_exists(&dir.path().join("dropped")).await;
+    assert!(
+        turn.marker.exists(),
+        "the host's end should wait for its turn"
+    );
+    // The end waits for its turn until about 1.3 s after the hold began.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let printed = turn.printed();
+    assert!(
+        !printed.contains("acq:s:ex:try =>"),
+        "the next call should wait for the host's end:\n{printed}"
     );
     turn.finish(SCRIPT).await;
 }

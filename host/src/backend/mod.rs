@@ -23,6 +23,21 @@ pub(crate) enum Key {
     Soft(u64, u64, OsString),
 }
 
+/// What a release waits for, taken before it and kept until dropped (see
+/// [`Backend::release_turn`]); empty where there is nothing to wait for.
+#[derive(Default)]
+pub(crate) struct ReleaseTurn {
+    _held: Option<Box<dyn Send>>,
+}
+
+impl ReleaseTurn {
+    pub(crate) fn holding(held: impl Send + 'static) -> ReleaseTurn {
+        ReleaseTurn {
+            _held: Some(Box::new(held)),
+        }
+    }
+}
+
 /// One lock file as seen by one process.
 pub(crate) trait Backend: Send + Sync + 'static {
     /// One attempt that does not wait. `Ok(false)`: another process holds it.
@@ -40,19 +55,18 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Gives the lock back to other processes.
     fn release(&self, mode: Mode) -> Result<()>;
 
-    /// Whether [`release`](Backend::release) would wait if called now: a
-    /// soft marker whose turn a breaker holds. Kernel locks let go at once.
-    /// (Asked by the guest host, whose guard drop must not wait.)
-    #[cfg(feature = "wasmtime")]
-    fn release_may_wait(&self) -> bool {
-        false
+    /// What [`release`](Backend::release) would wait for, taken before it
+    /// and outside this process's books of the lock (so that nobody here
+    /// waits for those books meanwhile), and kept until dropped, after the
+    /// release: a soft marker's turn against breakers. Without `wait`,
+    /// `None` if it is not to be had right now; with it, waited for only if
+    /// `gives_back` (the release will give the lock back: a hand-off to
+    /// another holder here leaves the marker alone). Kernel locks wait for
+    /// nothing.
+    fn release_turn(&self, wait: bool, gives_back: &dyn Fn() -> bool) -> Option<ReleaseTurn> {
+        let _ = (wait, gives_back);
+        Some(ReleaseTurn::default())
     }
-
-    /// Waits until [`release`](Backend::release) would not, called before
-    /// the release and outside this process's books of the lock, so that
-    /// nobody here waits for those books meanwhile: a soft marker waits for
-    /// a breaker's turn here.
-    fn before_release(&self) {}
 
     /// Whether attempts may run while a waiting thread is in
     /// [`acquire_blocking`](Backend::acquire_blocking). Not for `flock`: both

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::Backend;
 use super::marker::{self, Content, Marker};
+use super::{Backend, ReleaseTurn};
 use crate::sys::{self, Create, DirWatch, Stat};
 use crate::{Error, ErrorKind, Holder, Mode, Result};
 
@@ -36,9 +36,9 @@ pub(crate) struct SoftBackend {
     /// The marker we created, while we hold it. Keeping it open pins its
     /// inode number: no successor's marker can carry it while we check.
     mine: Mutex<Option<(File, (u64, u64))>>,
-    /// `before_release` waited [`TURN_PATIENCE`] for the turn in vain: the
-    /// release that follows goes ahead without waiting again.
-    patience_spent: AtomicBool,
+    /// Set while a release goes ahead after `release_turn` waited
+    /// [`TURN_PATIENCE`] for the turn in vain (see `Turn`).
+    gave_up: Arc<AtomicBool>,
     /// A malformed marker first seen at this instant, identified by inode and times.
     malformed: Mutex<Option<(Stat, Instant)>>,
     /// While a thread waits for this lock: setting a watch up is cheap, but
@@ -66,7 +66,7 @@ impl SoftBackend {
             // Like py-filelock: nobody but the owner's group may rewrite a marker.
             mode: mode.unwrap_or(0o664),
             mine: Mutex::new(None),
-            patience_spent: AtomicBool::new(false),
+            gave_up: Arc::default(),
             malformed: Mutex::new(None),
             watch: Mutex::new(None),
             no_unnamed: AtomicBool::new(false),
@@ -351,11 +351,14 @@ impl SoftBackend {
     /// it would without turns. An error means no kernel locks here, and no
     /// turns to take.
     fn wait_turn(&self, pin: &File) {
-        // `before_release` waited for the turn in vain already.
-        if self.patience_spent.swap(false, Ordering::Relaxed) {
+        if take_turn(pin) {
             return;
         }
-        self.patiently(|| !matches!(sys::flock_try(pin, Mode::Exclusive), Ok(false)));
+        // `release_turn` waited for it in vain just now: once is enough.
+        if self.gave_up.load(Ordering::Relaxed) {
+            return;
+        }
+        self.patiently(|| take_turn(pin));
     }
 
     /// Waits until `free`, at most [`TURN_PATIENCE`]; says whether it is.
@@ -384,17 +387,29 @@ impl SoftBackend {
     }
 }
 
-/// Whether no breaker has its turn on our marker now. The turn is left
-/// free: a breaker that comes next is not kept out by one nobody uses.
-fn turn_free(pin: &File) -> bool {
-    match sys::flock_try(pin, Mode::Exclusive) {
-        Ok(true) => {
+/// Takes the turn on our marker unless a breaker has it. (No kernel locks
+/// here: no turns to take, and none to wait for.)
+fn take_turn(pin: &File) -> bool {
+    !matches!(sys::flock_try(pin, Mode::Exclusive), Ok(false))
+}
+
+/// A release's turn, taken before it (`release_turn`): given back after it,
+/// also where the release handed the marker to another holder here.
+struct Turn {
+    pin: Option<File>,
+    /// Set while the release goes ahead without the turn, which a breaker
+    /// kept past our patience: its `wait_turn` does not wait again.
+    gave_up: Option<Arc<AtomicBool>>,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if let Some(pin) = &self.pin {
             let _ = sys::flock_release(pin);
-            true
         }
-        Ok(false) => false,
-        // No kernel locks here: no turns to wait for.
-        Err(_) => true,
+        if let Some(gave_up) = &self.gave_up {
+            gave_up.store(false, Ordering::Relaxed);
+        }
     }
 }
 
@@ -445,27 +460,38 @@ impl Backend for SoftBackend {
         }
     }
 
-    #[cfg(feature = "wasmtime")]
-    fn release_may_wait(&self) -> bool {
-        let mine = self.mine.lock().unwrap();
-        mine.as_ref().is_some_and(|(pin, _)| !turn_free(pin))
-    }
-
-    fn before_release(&self) {
-        // Waited for on a copy of the marker's descriptor (the same open
-        // file, so the same turn), with `mine` unlocked meanwhile.
-        let pin = {
-            let mine = self.mine.lock().unwrap();
-            match mine.as_ref() {
-                Some((pin, _)) if !turn_free(pin) => pin.try_clone(),
-                _ => return,
-            }
+    fn release_turn(&self, wait: bool, gives_back: &dyn Fn() -> bool) -> Option<ReleaseTurn> {
+        // Taken on a copy of the marker's descriptor (the same open file, so
+        // the same turn: the release's own `wait_turn` then finds it ours),
+        // with `mine` unlocked meanwhile.
+        let pin = match self.mine.lock().unwrap().as_ref() {
+            Some((pin, _)) => pin.try_clone(),
+            None => return Some(ReleaseTurn::default()),
         };
-        if let Ok(pin) = pin
-            && !self.patiently(|| turn_free(&pin))
-        {
-            self.patience_spent.store(true, Ordering::Relaxed);
+        // Without a copy, the release takes its turn itself, as it would.
+        let Ok(pin) = pin else {
+            return Some(ReleaseTurn::default());
+        };
+        let ours = if take_turn(&pin) {
+            true
+        } else if !wait {
+            return None;
+        } else if !gives_back() {
+            return Some(ReleaseTurn::default());
+        } else {
+            self.patiently(|| take_turn(&pin))
+        };
+        if ours {
+            return Some(ReleaseTurn::holding(Turn {
+                pin: Some(pin),
+                gave_up: None,
+            }));
         }
+        self.gave_up.store(true, Ordering::Relaxed);
+        Some(ReleaseTurn::holding(Turn {
+            pin: None,
+            gave_up: Some(self.gave_up.clone()),
+        }))
     }
 
     fn lost(&self) -> bool {

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use super::fast::Granted;
 use super::{FileLock, Request};
+#[cfg(feature = "wasmtime")]
+use crate::backend::ReleaseTurn;
 use crate::{Mode, Result};
 
 /// One hold and the handle it was taken through; `L` borrows or owns it.
@@ -31,10 +33,16 @@ impl<L: Deref<Target = FileLock>> Hold<L> {
 
     fn release(&mut self) -> Result<()> {
         self.released = true;
+        let entry = self.lock.granted(&self.entry);
         // What the release may wait for (a breaker's turn on a soft marker)
         // is waited for here, before the lock's books are locked, so that
-        // other attempts on it in this process do not wait too.
-        self.lock.granted(&self.entry).backend().before_release();
+        // other attempts on it in this process do not wait too. (Counted
+        // holds keep the old way: the turn is waited for in the release.)
+        let _turn = self.req.solo.then(|| {
+            entry
+                .backend()
+                .release_turn(true, &|| entry.last_one_here())
+        });
         let Request { owner, party, .. } = self.req;
         if self.req.solo {
             self.lock
@@ -49,8 +57,14 @@ impl<L: Deref<Target = FileLock>> Hold<L> {
     }
 
     #[cfg(feature = "wasmtime")]
-    fn release_may_wait(&self) -> bool {
-        !self.released && self.lock.granted(&self.entry).backend().release_may_wait()
+    fn release_turn_now(&self) -> Option<ReleaseTurn> {
+        if self.released {
+            return Some(ReleaseTurn::default());
+        }
+        self.lock
+            .granted(&self.entry)
+            .backend()
+            .release_turn(false, &|| true)
     }
 
     fn file(&self) -> Option<&File> {
@@ -244,9 +258,11 @@ guard_api!(OwnedLockGuard, Arc<FileLock>);
 
 #[cfg(feature = "wasmtime")]
 impl OwnedLockGuard {
-    /// Whether releasing now would wait (a soft marker whose turn a breaker
-    /// holds): the host then releases off the executor.
-    pub(crate) fn release_may_wait(&self) -> bool {
-        self.hold.release_may_wait()
+    /// What the release would wait for (a breaker's turn on a soft marker),
+    /// taken now if it is free, to be kept until the release is done;
+    /// `None` if releasing now would wait (the host then releases off the
+    /// executor).
+    pub(crate) fn release_turn_now(&self) -> Option<ReleaseTurn> {
+        self.hold.release_turn_now()
     }
 }

@@ -226,6 +226,14 @@ impl Entry {
             .any(|h| h.id.party == Some(party) && h.id.owner != except)
     }
 
+    /// Whether releasing one hold now would give the lock back to other
+    /// processes: nobody else here holds it or waits for it. A hint: it
+    /// may change before the release.
+    pub(crate) fn last_one_here(&self) -> bool {
+        let st = self.state();
+        st.holds.len() <= 1 && !st.queue.iter().any(|(w, _)| w.is_pending())
+    }
+
     /// Whether anyone in this process holds the lock.
     pub(crate) fn held_locally(&self) -> bool {
         !self.state().holds.is_empty()

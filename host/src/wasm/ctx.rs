@@ -391,8 +391,12 @@ impl Releasing {
         // A store dropped meanwhile drops the rest: a release already
         // running finishes on its thread, one not started is dropped with
         // its guard, which releases inline.
-        while let Some(release) = self.0.pop() {
-            release.await;
+        while let Some(mut release) = self.0.pop() {
+            // A release that panicked is the release's failure (logged), not
+            // the call's that waits for it.
+            if let Err(e) = (&mut *release).await {
+                tracing::warn!(error = %e, "a guard's release failed");
+            }
         }
     }
 }

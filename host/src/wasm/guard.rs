@@ -52,11 +52,19 @@ impl Native {
         }
     }
 
-    /// Whether releasing now would wait: a soft marker whose turn a breaker
-    /// holds right now (the turn lasts microseconds unless that breaker is
-    /// stopped).
-    fn release_may_wait(&self) -> bool {
-        matches!(self, Native::Lock(g) if g.release_may_wait())
+    /// Releases at once if that needs no wait, else gives itself back: a
+    /// soft marker whose turn a breaker holds right now (the turn lasts
+    /// microseconds unless that breaker is stopped). The turn taken here is
+    /// kept until the release is done, so the release cannot meet a breaker.
+    fn release_now(self) -> std::result::Result<Result<()>, Native> {
+        let turn = match &self {
+            Native::Lock(g) => g.release_turn_now(),
+            Native::Permit(_) => Some(Default::default()),
+        };
+        match turn {
+            Some(_turn) => Ok(self.release()),
+            None => Err(self),
+        }
     }
 
     fn release(self) -> Result<()> {
@@ -213,14 +221,14 @@ impl GuestGuard {
     /// so that call never finds the guest's own old hold.
     pub(crate) fn close_now(mut self, releasing: &mut Releasing) {
         let held = self.cell.native().take();
-        match held {
+        let Some(held) = held else {
             // Taken by the timer: its task is what to wait for (done already
             // if it has finished).
-            None => releasing.push(self.timer.take()),
-            Some(held) if held.release_may_wait() => {
-                releasing.push(Some(spawn_blocking(move || drop(held.release()))));
-            }
-            Some(held) => drop(held.release()),
+            releasing.push(self.timer.take());
+            return;
+        };
+        if let Err(held) = held.release_now() {
+            releasing.push(Some(spawn_blocking(move || drop(held.release()))));
         }
     }
 }

@@ -131,9 +131,9 @@ impl HasData for WasmLock {
 }
 
 /// Adds the `wasmlock:lock@0.2.0` interfaces (`types`, `locks`,
-/// `namespaces`) to `linker`. The host functions are async: instantiate and
-/// call with the `_async` wasmtime APIs, as for
-/// `wasmtime_wasi::p2::add_to_linker_async`.
+/// `namespaces`) to `linker`. The host functions that may wait are async
+/// (the others are sync, as in wasmtime-wasi): instantiate and call with the
+/// `_async` wasmtime APIs, as for `wasmtime_wasi::p2::add_to_linker_async`.
 pub fn add_to_linker_async<T: WasmLockView + 'static>(
     linker: &mut Linker<T>,
 ) -> wasmtime::Result<()> {
