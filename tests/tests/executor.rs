@@ -101,6 +101,20 @@ impl Turn {
         String::from_utf8_lossy(&self.stdout.contents()).into_owned()
     }
 
+    /// Once the guest has dropped its guard (and touched `dropped`), the
+    /// marker is still there, and the guest's next call (`acq:s:ex:try`)
+    /// waits for the release rather than failing on its own old hold.
+    async fn after_the_drop_the_next_call_waits(&self, dir: &Path) {
+        until_exists(&dir.join("dropped")).await;
+        assert!(self.marker.exists(), "released before its turn");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let printed = self.printed();
+        assert!(
+            !printed.contains("acq:s:ex:try =>"),
+            "the next call should wait for the release:\n{printed}"
+        );
+    }
+
     /// Ends the breaker's turn; the guest's script then runs to its end.
     async fn finish(mut self, script: &Script<'_>) {
         self.breaker.kill().unwrap();
@@ -159,16 +173,8 @@ async fn a_dropped_soft_guard_waiting_for_its_turn_is_released_before_the_next_c
         ("rel:s", "ok"),
     ];
     let turn = Turn::start(dir.path(), SCRIPT, WasmLockCtx::builder()).await;
-    until_exists(&dir.path().join("dropped")).await;
-    assert!(turn.marker.exists(), "released before its turn");
-    // Still well inside `TURN_PATIENCE` (1 s): the guest's `try` is waiting
-    // for the release, not failing on its own hold.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let printed = turn.printed();
-    assert!(
-        !printed.contains("acq:s:ex:try =>"),
-        "the next call should wait for the release:\n{printed}"
-    );
+    // Still well inside `TURN_PATIENCE` (1 s).
+    turn.after_the_drop_the_next_call_waits(dir.path()).await;
     turn.finish(SCRIPT).await;
 }
 
@@ -193,18 +199,8 @@ async fn a_guard_dropped_while_the_host_ends_it_is_released_before_the_next_call
     ];
     let locks = WasmLockCtx::builder().max_hold(Duration::from_millis(300));
     let turn = Turn::start(dir.path(), SCRIPT, locks).await;
-    until_exists(&dir.path().join("dropped")).await;
-    assert!(
-        turn.marker.exists(),
-        "the host's end should wait for its turn"
-    );
     // The end waits for its turn until about 1.3 s after the hold began.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let printed = turn.printed();
-    assert!(
-        !printed.contains("acq:s:ex:try =>"),
-        "the next call should wait for the host's end:\n{printed}"
-    );
+    turn.after_the_drop_the_next_call_waits(dir.path()).await;
     turn.finish(SCRIPT).await;
 }
 
