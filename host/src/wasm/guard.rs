@@ -88,7 +88,7 @@ impl Native {
 }
 
 /// The hold, shared by the guard, its lost pollables and its timer.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Cell {
     /// `None` once released, or taken by the host's timer to end it: a
     /// guard whose cell is empty while its timer runs is being ended.
@@ -142,10 +142,37 @@ impl Cell {
     }
 }
 
+/// Where a guard's cell lives: in the guard until something else must see
+/// it (a lost pollable, the host's timer), then shared. Most guards are
+/// taken and dropped with nobody else looking, one allocation fewer each.
+#[derive(Debug)]
+enum Home {
+    Own(Cell),
+    Shared(Arc<Cell>),
+}
+
+impl Home {
+    fn cell(&self) -> &Cell {
+        match self {
+            Home::Own(cell) => cell,
+            Home::Shared(cell) => cell,
+        }
+    }
+
+    fn share(&mut self) -> Arc<Cell> {
+        let shared = match self {
+            Home::Shared(cell) => return cell.clone(),
+            Home::Own(cell) => Arc::new(std::mem::take(cell)),
+        };
+        *self = Home::Shared(shared.clone());
+        shared
+    }
+}
+
 /// A guest's guard (`wasmlock:lock/locks.guard`).
 #[derive(Debug)]
 pub struct GuestGuard {
-    cell: Arc<Cell>,
+    home: Home,
     mode: Mode,
     slot: Option<u32>,
     /// Ends the hold at the embedder's maximum hold time.
@@ -158,20 +185,19 @@ impl GuestGuard {
     /// `held`, ended by the host at `deadline` if the guest still holds it.
     pub(crate) fn new(native: Native, held: Slot, deadline: Option<Instant>) -> GuestGuard {
         let (mode, slot) = (native.mode(), native.slot());
-        let cell = Arc::new(Cell {
+        let mut home = Home::Own(Cell {
             native: Mutex::new(Some(native)),
-            lost: AtomicBool::new(false),
-            wake: Notify::new(),
+            ..Cell::default()
         });
         let timer = deadline.map(|at| {
-            let cell = cell.clone();
+            let cell = home.share();
             spawn(async move {
                 tokio::time::sleep_until(at).await;
                 cell.end().await;
             })
         });
         GuestGuard {
-            cell,
+            home,
             mode,
             slot,
             timer,
@@ -187,21 +213,25 @@ impl GuestGuard {
         self.slot
     }
 
+    fn cell(&self) -> &Cell {
+        self.home.cell()
+    }
+
     pub(crate) fn is_lost(&self) -> bool {
-        self.cell.check()
+        self.cell().check()
     }
 
     /// A pollable's target that becomes ready when the hold is lost.
-    pub(crate) fn lost_signal(&self) -> LostSignal {
+    pub(crate) fn lost_signal(&mut self) -> LostSignal {
         LostSignal {
-            cell: self.cell.clone(),
+            cell: self.home.share(),
         }
     }
 
     /// Releases now. A hold the host ended is `Lost`, once that end is done
     /// (the guest's next call must not find the old hold).
     pub(crate) async fn release(mut self) -> Result<(), crate::Error> {
-        let held = self.cell.native().take();
+        let held = self.cell().native().take();
         match held {
             Some(native) => native.release_off_executor().await,
             None => {
@@ -220,7 +250,7 @@ impl GuestGuard {
     /// executor, and the guest's next lock call waits for it (`Releasing`),
     /// so that call never finds the guest's own old hold.
     pub(crate) fn close_now(mut self, releasing: &mut Releasing) {
-        let held = self.cell.native().take();
+        let held = self.cell().native().take();
         let Some(held) = held else {
             // Taken by the timer: its task is what to wait for (done already
             // if it has finished).
@@ -239,7 +269,7 @@ impl Drop for GuestGuard {
         // returns, where the embedder drops it, as the embedder expects.
         // (Empty while the host's timer ends the hold: that release, already
         // on a blocking thread, finishes there.)
-        let held = self.cell.native().take();
+        let held = self.cell().native().take();
         drop(held);
     }
 }

@@ -378,7 +378,7 @@ impl locks::HostGuard for WasmLockCtxView<'_> {
         &mut self,
         this: Resource<GuestGuard>,
     ) -> wasmtime::Result<Resource<DynPollable>> {
-        let signal = self.table.get(&this)?.lost_signal();
+        let signal = self.table.get_mut(&this)?.lost_signal();
         // Owned by the pollable, not a child of the guard: the guest may
         // keep the pollable after the guard is gone.
         let signal = self.table.push(signal)?;
