@@ -59,7 +59,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// and outside this process's books of the lock (so that nobody here
     /// waits for those books meanwhile), and kept until dropped, after the
     /// release: a soft marker's turn against breakers. Without `wait`,
-    /// `None` if it is not to be had right now; with it, waited for only if
+    /// `None` if it is not to be had right now; with it, always `Some`,
+    /// waited for only if
     /// `gives_back` (the release will give the lock back: a hand-off to
     /// another holder here leaves the marker alone). Kernel locks wait for
     /// nothing.

@@ -395,20 +395,19 @@ fn take_turn(pin: &File) -> bool {
 
 /// A release's turn, taken before it (`release_turn`): given back after it,
 /// also where the release handed the marker to another holder here.
-struct Turn {
-    pin: Option<File>,
-    /// Set while the release goes ahead without the turn, which a breaker
-    /// kept past our patience: its `wait_turn` does not wait again.
-    gave_up: Option<Arc<AtomicBool>>,
+enum Turn {
+    /// Ours, on a copy of the marker's descriptor.
+    Ours(File),
+    /// A breaker kept it past our patience: the release goes ahead without
+    /// it, and its `wait_turn` does not wait again while this is set.
+    GaveUp(Arc<AtomicBool>),
 }
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        if let Some(pin) = &self.pin {
-            let _ = sys::flock_release(pin);
-        }
-        if let Some(gave_up) = &self.gave_up {
-            gave_up.store(false, Ordering::Relaxed);
+        match self {
+            Turn::Ours(pin) => drop(sys::flock_release(pin)),
+            Turn::GaveUp(gave_up) => gave_up.store(false, Ordering::Relaxed),
         }
     }
 }
@@ -482,16 +481,10 @@ impl Backend for SoftBackend {
             self.patiently(|| take_turn(&pin))
         };
         if ours {
-            return Some(ReleaseTurn::holding(Turn {
-                pin: Some(pin),
-                gave_up: None,
-            }));
+            return Some(ReleaseTurn::holding(Turn::Ours(pin)));
         }
         self.gave_up.store(true, Ordering::Relaxed);
-        Some(ReleaseTurn::holding(Turn {
-            pin: None,
-            gave_up: Some(self.gave_up.clone()),
-        }))
+        Some(ReleaseTurn::holding(Turn::GaveUp(self.gave_up.clone())))
     }
 
     fn lost(&self) -> bool {

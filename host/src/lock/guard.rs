@@ -7,8 +7,6 @@ use std::sync::Arc;
 
 use super::fast::Granted;
 use super::{FileLock, Request};
-#[cfg(feature = "wasmtime")]
-use crate::backend::ReleaseTurn;
 use crate::{Mode, Result};
 
 /// One hold and the handle it was taken through; `L` borrows or owns it.
@@ -32,39 +30,37 @@ impl<L: Deref<Target = FileLock>> Hold<L> {
     }
 
     fn release(&mut self) -> Result<()> {
-        self.released = true;
+        self.release_if(true)
+            .expect("a release that may wait always goes ahead")
+    }
+
+    /// Releases. What the release may wait for (a breaker's turn on a soft
+    /// marker) is taken first, before the lock's books are locked, so that
+    /// other attempts on it in this process do not wait too, and kept until
+    /// the release is done. Without `wait`, releases only if that needs no
+    /// waiting (`None`: nothing was done). Counted holds keep the old way:
+    /// the turn is waited for in the release.
+    fn release_if(&mut self, wait: bool) -> Option<Result<()>> {
         let entry = self.lock.granted(&self.entry);
-        // What the release may wait for (a breaker's turn on a soft marker)
-        // is waited for here, before the lock's books are locked, so that
-        // other attempts on it in this process do not wait too. (Counted
-        // holds keep the old way: the turn is waited for in the release.)
-        let _turn = self.req.solo.then(|| {
-            entry
-                .backend()
-                .release_turn(true, &|| entry.last_one_here())
-        });
+        let _turn = match self.req.solo {
+            true => Some(
+                entry
+                    .backend()
+                    .release_turn(wait, &|| entry.last_one_here())?,
+            ),
+            false => None,
+        };
+        self.released = true;
         let Request { owner, party, .. } = self.req;
-        if self.req.solo {
-            self.lock
-                .release_in(self.lock.granted(&self.entry), owner, party)
+        Some(if self.req.solo {
+            self.lock.release_in(entry, owner, party)
         } else {
             self.lock.release(owner)
-        }
+        })
     }
 
     fn is_lost(&self) -> bool {
         !self.released && self.lock.granted(&self.entry).backend().lost()
-    }
-
-    #[cfg(feature = "wasmtime")]
-    fn release_turn_now(&self) -> Option<ReleaseTurn> {
-        if self.released {
-            return Some(ReleaseTurn::default());
-        }
-        self.lock
-            .granted(&self.entry)
-            .backend()
-            .release_turn(false, &|| true)
     }
 
     fn file(&self) -> Option<&File> {
@@ -258,11 +254,13 @@ guard_api!(OwnedLockGuard, Arc<FileLock>);
 
 #[cfg(feature = "wasmtime")]
 impl OwnedLockGuard {
-    /// What the release would wait for (a breaker's turn on a soft marker),
-    /// taken now if it is free, to be kept until the release is done;
-    /// `None` if releasing now would wait (the host then releases off the
-    /// executor).
-    pub(crate) fn release_turn_now(&self) -> Option<ReleaseTurn> {
-        self.hold.release_turn_now()
+    /// Releases now if that needs no wait; else gives the guard back (a
+    /// breaker holds a soft marker's turn right now): the host then
+    /// releases it off the executor.
+    pub(crate) fn unlock_now(mut self) -> std::result::Result<Result<()>, Self> {
+        match self.hold.release_if(false) {
+            Some(done) => Ok(done),
+            None => Err(self),
+        }
     }
 }

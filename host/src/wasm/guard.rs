@@ -54,16 +54,11 @@ impl Native {
 
     /// Releases at once if that needs no wait, else gives itself back: a
     /// soft marker whose turn a breaker holds right now (the turn lasts
-    /// microseconds unless that breaker is stopped). The turn taken here is
-    /// kept until the release is done, so the release cannot meet a breaker.
+    /// microseconds unless that breaker is stopped).
     fn release_now(self) -> std::result::Result<Result<()>, Native> {
-        let turn = match &self {
-            Native::Lock(g) => g.release_turn_now(),
-            Native::Permit(_) => Some(Default::default()),
-        };
-        match turn {
-            Some(_turn) => Ok(self.release()),
-            None => Err(self),
+        match self {
+            Native::Lock(g) => g.unlock_now().map_err(Native::Lock),
+            Native::Permit(p) => Ok(p.release()),
         }
     }
 
