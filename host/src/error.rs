@@ -54,6 +54,8 @@ pub enum ErrorKind {
     Lost,
     /// A configured limit on handles or held locks was reached.
     QuotaExceeded,
+    /// The lock service (an etcd cluster) cannot be reached.
+    Unavailable,
     /// Any other I/O failure.
     Io,
 }
@@ -72,6 +74,7 @@ impl ErrorKind {
             ErrorKind::Unsupported => ErrorCode::Unsupported.describe(),
             ErrorKind::Lost => ErrorCode::Lost.describe(),
             ErrorKind::QuotaExceeded => ErrorCode::Quota.describe(),
+            ErrorKind::Unavailable => ErrorCode::Unavailable.describe(),
             ErrorKind::Io => "I/O error",
         }
     }
@@ -218,6 +221,7 @@ impl From<Error> for io::Error {
             ErrorKind::InvalidPath => io::ErrorKind::InvalidInput,
             ErrorKind::Unsupported => io::ErrorKind::Unsupported,
             ErrorKind::QuotaExceeded => io::ErrorKind::QuotaExceeded,
+            ErrorKind::Unavailable => io::ErrorKind::NotConnected,
             ErrorKind::Io => err
                 .source
                 .as_ref()

@@ -25,10 +25,20 @@ pub struct Holder {
     pub host: Option<String>,
     /// When the lock was taken.
     pub since: Option<SystemTime>,
+    /// The etcd lease the holder's key lives under (etcd locks).
+    pub lease: Option<u64>,
+    /// The holder's fencing token (etcd locks: its key's create revision).
+    pub fence: Option<u64>,
 }
 
 impl Holder {
     pub(crate) fn new(pid: Option<u32>, host: Option<String>, since: Option<SystemTime>) -> Holder {
-        Holder { pid, host, since }
+        Holder {
+            pid,
+            host,
+            since,
+            lease: None,
+            fence: None,
+        }
     }
 }

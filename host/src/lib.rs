@@ -101,6 +101,9 @@
 
 mod backend;
 mod error;
+#[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
+pub mod etcd;
 mod holder;
 mod lock;
 mod manager;

@@ -2,6 +2,8 @@
 //! marker file (`soft`). The in-process manager sits in front of a backend and
 //! calls it only when the process as a whole gains or loses the lock.
 
+#[cfg(feature = "etcd")]
+pub(crate) mod etcd;
 pub(crate) mod marker;
 mod open;
 pub(crate) mod os;
@@ -21,6 +23,20 @@ pub(crate) enum Key {
     Os(u64, u64),
     /// A soft lock: the marker name in the directory (device, inode).
     Soft(u64, u64, OsString),
+    /// A lock in a cluster: the session (one per connection) and the name.
+    #[cfg(feature = "etcd")]
+    Remote(u64, String),
+}
+
+impl Key {
+    /// Whether the lock is a file's (not a cluster's).
+    pub(crate) fn is_file(&self) -> bool {
+        match self {
+            Key::Os(..) | Key::Soft(..) => true,
+            #[cfg(feature = "etcd")]
+            Key::Remote(..) => false,
+        }
+    }
 }
 
 /// What a release waits for, taken before it and kept until dropped (see
@@ -67,6 +83,35 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn release_turn(&self, wait: bool, gives_back: &dyn Fn() -> bool) -> Option<ReleaseTurn> {
         let _ = (wait, gives_back);
         Some(ReleaseTurn::default())
+    }
+
+    /// A remote backend (etcd): its attempts are calls across the network,
+    /// made only on the entry's waiting thread (never under the entry's
+    /// lock or on an async caller's executor), try-once requests included;
+    /// and every hold is a grant of its own, given back when the hold ends
+    /// even if others here wait (fences grow with every hold, and other
+    /// processes get their turn).
+    fn remote(&self) -> bool {
+        false
+    }
+
+    /// After a hold's release, outside the lock's books: waits (on a thread,
+    /// not in an async context) until a release that went on in the
+    /// background is done, so that a thread that unlocked has let the lock
+    /// go everywhere (etcd: the key deleted), and reports its failure.
+    fn flush_release(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Nobody in this process waits for the lock any more: a backend whose
+    /// [`acquire_blocking`](Backend::acquire_blocking) can stop early stops
+    /// (and returns `Ok(false)`).
+    fn interrupt(&self) {}
+
+    /// The fencing token of this process's current grant, for backends that
+    /// have one (etcd: the key's create revision).
+    fn fence(&self) -> Option<u64> {
+        None
     }
 
     /// Whether attempts may run while a waiting thread is in

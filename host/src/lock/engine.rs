@@ -86,6 +86,9 @@ impl Request {
 enum Begin {
     Held(Granted),
     Wait(Arc<Entry>),
+    /// A remote backend's try-once request: one attempt by the waiting
+    /// thread decides ([`Pending::start_once`]).
+    AskOnce(Arc<Entry>),
 }
 
 impl FileLock {
@@ -96,15 +99,25 @@ impl FileLock {
         }
         let (wait, deadline) = fix_deadline(wait);
         loop {
-            let entry = match self.begin(req, wait)? {
-                Begin::Held(entry) => return Ok(entry),
-                Begin::Wait(entry) => entry,
-            };
             let id = self.holder_id(req.owner, req.party);
-            let pending = match deadline {
-                None => Pending::start_forever(entry.clone(), req.mode, id, req.blocks),
-                Some(_) => Pending::start_stuck(entry.clone(), req.mode, id, req.blocks),
+            let pending = match self.begin(req, wait)? {
+                Begin::Held(entry) => return Ok(entry),
+                Begin::AskOnce(entry) => {
+                    let once = Pending::start_once(entry, req.mode, id);
+                    let entry = once.entry().clone();
+                    // One attempt decides; the backend's calls are bounded.
+                    let settled = once.wait(None);
+                    if self.finish(req, &entry, settled.map(drop))? {
+                        return Ok(Granted::In(entry));
+                    }
+                    continue;
+                }
+                Begin::Wait(entry) if deadline.is_none() => {
+                    Pending::start_forever(entry, req.mode, id, req.blocks)
+                }
+                Begin::Wait(entry) => Pending::start_stuck(entry, req.mode, id, req.blocks),
             };
+            let entry = pending.entry().clone();
             let settled = pending.wait(deadline);
             if self.finish(req, &entry, settled.map(drop))? {
                 return Ok(Granted::In(entry));
@@ -125,14 +138,15 @@ impl FileLock {
     pub(crate) async fn acquire_queued_async(&self, req: Request, wait: Wait) -> Result<Granted> {
         let (wait, deadline) = fix_deadline(wait);
         loop {
-            let entry = match self.begin(req, wait)? {
-                Begin::Held(entry) => return Ok(entry),
-                Begin::Wait(entry) => entry,
-            };
             let id = self.holder_id(req.owner, req.party);
-            let settled = Pending::start_stuck(entry.clone(), req.mode, id, req.blocks)
-                .into_future(deadline)
-                .await;
+            let pending = match self.begin(req, wait)? {
+                Begin::Held(entry) => return Ok(entry),
+                Begin::AskOnce(entry) => Pending::start_once(entry, req.mode, id),
+                Begin::Wait(entry) => Pending::start_stuck(entry, req.mode, id, req.blocks),
+            };
+            let entry = pending.entry().clone();
+            let deadline = deadline.filter(|_| wait != Wait::TryOnce);
+            let settled = pending.into_future(deadline).await;
             if self.finish(req, &entry, settled.map(drop))? {
                 return Ok(Granted::In(entry));
             }
@@ -197,6 +211,11 @@ impl FileLock {
             if req.mode == Mode::Shared && inner.kind == Kind::Soft {
                 return Err(unsupported_shared(self.path()));
             }
+            #[cfg(feature = "etcd")]
+            if req.mode == Mode::Shared && self.is_remote() {
+                return Err(Error::new(ErrorKind::Unsupported, self.path())
+                    .with_detail("etcd locks are exclusive only"));
+            }
             self.open_if_needed(inner)?;
             let entry = inner.entry.as_ref().expect("opened above");
             tracing::debug!(path = %self.path().display(), mode = ?req.mode, "lock attempt");
@@ -211,6 +230,10 @@ impl FileLock {
                     continue;
                 }
                 Ok(Attempt::Busy) => {}
+                Ok(Attempt::Untried) if wait == Wait::TryOnce => {
+                    return Ok(Begin::AskOnce(entry.clone()));
+                }
+                Ok(Attempt::Untried) => return Ok(Begin::Wait(entry.clone())),
                 Err(e) if self.fallback_applies(&e, inner) => {
                     self.switch_to_soft(inner, &e);
                     continue;

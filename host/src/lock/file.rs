@@ -111,6 +111,12 @@ impl FileLock {
         if inner.entry.is_none() {
             let opened = match &self.source {
                 Source::File { file, display } => backend::open_file(file, display)?,
+                #[cfg(feature = "etcd")]
+                Source::Remote {
+                    session,
+                    name,
+                    display,
+                } => backend::etcd::open(session, name, display),
                 Source::Path(target) => {
                     let parent = target.open_parent()?;
                     inner.parent = Some(parent.clone());
@@ -123,7 +129,11 @@ impl FileLock {
                 }
             };
             let entry = manager::entry(opened.key, opened.make)?;
-            self.remember_first(&entry, inner.parent.as_ref(), inner.kind == Kind::Os);
+            // The uncontended path asks the backend on the caller's thread:
+            // for kernel locks only (a remote backend is asked by its
+            // waiting thread alone).
+            let fast = inner.kind == Kind::Os && entry.key().is_file();
+            self.remember_first(&entry, inner.parent.as_ref(), fast);
             inner.entry = Some(entry);
         }
         Ok(inner.entry.as_ref().expect("set above"))

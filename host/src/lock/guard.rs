@@ -52,15 +52,23 @@ impl<L: Deref<Target = FileLock>> Hold<L> {
         };
         self.released = true;
         let Request { owner, party, .. } = self.req;
-        Some(if self.req.solo {
+        let released = if self.req.solo {
             self.lock.release_in(entry, owner, party)
         } else {
             self.lock.release(owner)
-        })
+        };
+        Some(released.and_then(|()| entry.backend().flush_release()))
     }
 
     fn is_lost(&self) -> bool {
         !self.released && self.lock.granted(&self.entry).backend().lost()
+    }
+
+    fn fence(&self) -> Option<u64> {
+        if self.released {
+            return None;
+        }
+        self.lock.granted(&self.entry).backend().fence()
     }
 
     fn file(&self) -> Option<&File> {
@@ -121,6 +129,17 @@ macro_rules! guard_api {
             /// ```
             pub fn is_lost(&self) -> bool {
                 self.hold.is_lost()
+            }
+
+            /// The hold's fencing token, for locks that have one: an etcd
+            /// lock's is its key's create revision, greater for every later
+            /// hold of that name anywhere in the cluster. Pass it along with
+            /// every write the lock protects and have the resource refuse
+            /// writes with a lower token than it has seen: a holder that
+            /// was paused past its lease cannot tell it lost the lock in
+            /// time, but its token is stale. `None` for file locks.
+            pub fn fence(&self) -> Option<u64> {
+                self.hold.fence()
             }
 
             /// Releases this hold now and reports any error (dropping the

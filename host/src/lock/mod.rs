@@ -101,7 +101,17 @@ pub struct FileLock {
 /// What the lock is on.
 enum Source {
     Path(Target),
-    File { file: File, display: PathBuf },
+    File {
+        file: File,
+        display: PathBuf,
+    },
+    /// A name in an etcd cluster.
+    #[cfg(feature = "etcd")]
+    Remote {
+        session: std::sync::Arc<crate::etcd::session::Session>,
+        name: String,
+        display: PathBuf,
+    },
 }
 
 impl std::fmt::Debug for FileLock {
@@ -202,6 +212,27 @@ impl FileLock {
         }
     }
 
+    /// The lock `name` in the cluster `session` is connected to.
+    #[cfg(feature = "etcd")]
+    pub(crate) fn remote(
+        session: std::sync::Arc<crate::etcd::session::Session>,
+        name: String,
+        display: PathBuf,
+    ) -> FileLock {
+        let source = Source::Remote {
+            session,
+            name,
+            display,
+        };
+        FileLock::with_source(source, Kind::Os, Options::default(), next_handle_id())
+    }
+
+    /// Whether the lock lives in a cluster, not in a file.
+    #[cfg(feature = "etcd")]
+    pub(crate) fn is_remote(&self) -> bool {
+        matches!(self.source, Source::Remote { .. })
+    }
+
     /// A semaphore slot: every slot of one semaphore shares its handle id,
     /// since one waiter queues on all of them at once.
     pub(crate) fn for_semaphore(target: Target, id: u64) -> FileLock {
@@ -213,10 +244,13 @@ impl FileLock {
         match &self.source {
             Source::Path(t) => &t.display,
             Source::File { display, .. } => display,
+            #[cfg(feature = "etcd")]
+            Source::Remote { display, .. } => display,
         }
     }
 
-    /// The kind in use (soft after a fallback).
+    /// The kind in use (soft after a fallback). An etcd lock, which has no
+    /// file, says [`Kind::Os`].
     pub fn kind(&self) -> Kind {
         self.inner().kind
     }
@@ -226,7 +260,7 @@ impl FileLock {
     pub fn file(&self) -> Option<&File> {
         match &self.source {
             Source::File { file, .. } => Some(file),
-            Source::Path(_) => None,
+            _ => None,
         }
     }
 
@@ -270,7 +304,8 @@ impl FileLock {
         let Some(entry) = self.existing_entry()? else {
             return Ok(None);
         };
-        if entry.held_locally() && self.kind() == Kind::Os {
+        // A kernel lock held here: the kernel's books say no more than ours.
+        if entry.held_locally() && entry.backend().file().is_some() {
             return Ok(Some(Holder::new(
                 Some(sys::pid()),
                 Some(sys::host_name().to_owned()),

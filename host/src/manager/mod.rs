@@ -47,6 +47,9 @@ struct State {
     queue: VecDeque<(Arc<Waiter>, usize)>,
     /// A thread is waiting on the backend for this entry.
     blocking: bool,
+    /// A remote backend's grant not handed to anyone yet (see
+    /// [`Backend::remote`]: a grant serves one hold).
+    fresh: bool,
 }
 
 pub(crate) struct Entry {
@@ -75,6 +78,7 @@ pub(crate) fn entry(
             holds: Vec::new(),
             queue: VecDeque::new(),
             blocking: false,
+            fresh: false,
         }),
     });
     map.insert(key, Arc::downgrade(&e));
@@ -98,6 +102,9 @@ pub(crate) enum Attempt {
     Busy,
     /// Won, but the caller's check refused it; given back, not booked.
     Refused,
+    /// Not tried: only the backend's waiting thread asks a remote backend
+    /// (try-once requests queue too, see [`Pending::start_once`]).
+    Untried,
 }
 
 /// How a request stands against the current state.
@@ -107,6 +114,8 @@ enum Take {
     Busy,
     /// Another process holds it: wait on the backend.
     Contended,
+    /// A remote backend, asked only by the waiting thread.
+    Untried,
 }
 
 impl Entry {
@@ -141,6 +150,7 @@ impl Entry {
                 self.settle_backend(&mut st)?;
                 return Ok(Attempt::Busy);
             }
+            Take::Untried => return Ok(Attempt::Untried),
         };
         match confirmed {
             Ok(true) => {
@@ -310,9 +320,25 @@ impl Entry {
         });
     }
 
+    /// After an attempt on the backend that did not win: the try-once
+    /// waiters have had theirs and fail; the head of who is left, if any.
+    fn fail_tried<'s>(&self, st: &'s mut State) -> Option<&'s (Arc<Waiter>, usize)> {
+        let path = self.backend.path();
+        st.queue.retain(|(w, _)| {
+            if w.once {
+                w.fail(Error::new(ErrorKind::WouldBlock, path));
+            }
+            !w.once
+        });
+        st.queue.front()
+    }
+
     fn withdraw(self: &Arc<Self>, waiter: &Arc<Waiter>) {
         let mut st = self.state();
         st.queue.retain(|(w, _)| !Arc::ptr_eq(w, waiter));
+        if st.blocking && !wants_a_wait(&st) {
+            self.backend.interrupt();
+        }
         // The withdrawn waiter may have been the one holding up the rest.
         self.dispatch_logged(&mut st);
     }
@@ -328,7 +354,9 @@ impl Entry {
             return Ok(Take::Busy);
         }
         if let Some(held) = st.backend_mode {
-            if held.covers(mode) {
+            // A remote grant serves the one hold it was won for.
+            let reusable = !self.backend.remote() || std::mem::take(&mut st.fresh);
+            if held.covers(mode) && reusable {
                 // One more local reader must not cut in front of a writer
                 // that another process has waiting at the turnstile.
                 if held == Mode::Exclusive || self.backend.admits_reader()? {
@@ -345,6 +373,9 @@ impl Entry {
         if st.blocking && !self.backend.attempts_while_blocking() {
             return Ok(Take::Busy);
         }
+        if self.backend.remote() {
+            return Ok(Take::Untried);
+        }
         if self.backend.try_acquire(mode)? {
             st.backend_mode = Some(mode);
             Ok(Take::Taken)
@@ -354,6 +385,7 @@ impl Entry {
     }
 
     fn give_back(&self, st: &mut State) -> Result<()> {
+        st.fresh = false;
         match st.backend_mode.take() {
             Some(mode) => self.backend.release(mode),
             None => Ok(()),
@@ -397,7 +429,7 @@ impl Entry {
                     }
                 }
                 Ok(Take::Busy) => break,
-                Ok(Take::Contended) => {
+                Ok(Take::Contended | Take::Untried) => {
                     if !st.blocking {
                         self.start_blocking(st, &front, index);
                     }
@@ -448,17 +480,18 @@ impl Entry {
 
     fn wait_on_backend(self: &Arc<Self>, mut mode: Mode) {
         loop {
-            let wanted = || !self.state().queue.is_empty();
+            let wanted = || wants_a_wait(&self.state());
             let result = self.backend.acquire_blocking(mode, &wanted);
             let mut st = self.state();
             match result {
                 Ok(true) => {
                     st.blocking = false;
                     st.backend_mode = Some(mode);
+                    st.fresh = true;
                     self.dispatch_logged(&mut st);
                     return;
                 }
-                Ok(false) => match st.queue.front() {
+                Ok(false) => match self.fail_tried(&mut st) {
                     Some((w, _)) => mode = w.mode,
                     None => {
                         st.blocking = false;
@@ -528,6 +561,11 @@ impl Drop for Unwinding<'_> {
             w.fail(err.clone());
         }
     }
+}
+
+/// Whether a queued waiter wants more than one attempt.
+fn wants_a_wait(st: &State) -> bool {
+    st.queue.iter().any(|(w, _)| !w.once && w.is_pending())
 }
 
 /// Whether `party` holds, among `holds`, in a way that excludes a request in

@@ -48,6 +48,9 @@ pub(crate) struct Waiter {
     /// guest in a blocking call): a hold of its own that excludes this
     /// request would never be released, and the wait fails as a deadlock.
     pub(crate) stuck: Option<Owner>,
+    /// A try-once request of a remote backend: it fails after one attempt
+    /// on the backend that does not win.
+    pub(crate) once: bool,
     slot: Mutex<Slot>,
     cv: Condvar,
 }
@@ -59,6 +62,7 @@ impl Waiter {
             holder,
             blocks_itself,
             stuck,
+            once: false,
             slot: Mutex::new(Slot {
                 outcome: Outcome::Pending,
                 waker: None,
@@ -207,6 +211,18 @@ impl Pending {
         Pending::queue(vec![entry], mode, holder, true, stuck)
     }
 
+    /// Queues a try-once request in a remote backend's entry
+    /// ([`Attempt::Untried`](super::Attempt::Untried)): it is granted by
+    /// the next attempt on the backend, or fails with `WouldBlock` when that
+    /// attempt does not win.
+    pub(crate) fn start_once(entry: Arc<Entry>, mode: Mode, holder: HolderId) -> Pending {
+        let waiter = Waiter {
+            once: true,
+            ..Waiter::new(mode, holder, false, None)
+        };
+        Pending::queue_waiter(vec![entry], Arc::new(waiter))
+    }
+
     fn queue(
         entries: Vec<Arc<Entry>>,
         mode: Mode,
@@ -215,6 +231,10 @@ impl Pending {
         stuck: Option<Owner>,
     ) -> Pending {
         let waiter = Arc::new(Waiter::new(mode, holder, blocks_itself, stuck));
+        Pending::queue_waiter(entries, waiter)
+    }
+
+    fn queue_waiter(entries: Vec<Arc<Entry>>, waiter: Arc<Waiter>) -> Pending {
         for (i, e) in entries.iter().enumerate() {
             e.enqueue(&waiter, i);
         }
@@ -223,6 +243,11 @@ impl Pending {
             entries,
             done: false,
         }
+    }
+
+    /// The (first) entry the acquisition is queued in.
+    pub(crate) fn entry(&self) -> &Arc<Entry> {
+        &self.entries[0]
     }
 
     /// Blocks the calling thread. `Err(None)` means the deadline passed.

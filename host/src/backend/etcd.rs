@@ -1,0 +1,265 @@
+//! A lock in an etcd cluster, as one process sees it: at most one key of
+//! this process under the lock's name at a time, put and waited with on
+//! the entry's waiting thread, deleted in the background when the hold
+//! ends.
+//!
+//! Every hold is a grant of its own: the manager never hands this process's
+//! key from one local holder to the next ([`Backend::remote`]), so fences
+//! grow with every hold and a busy process queues behind other processes
+//! like everyone else.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::open::Opened;
+use super::{Backend, Key};
+use crate::etcd::mutex::{self, Acquired, Grant, Stop};
+use crate::etcd::rpc::kv_client::KvClient;
+use crate::etcd::rpc::range_request::SortOrder;
+use crate::etcd::rpc::{self, DeleteRangeRequest};
+use crate::etcd::session::{Failure, Session};
+use crate::{Error, ErrorKind, Holder, Mode, Result};
+
+pub(crate) struct EtcdBackend {
+    session: Arc<Session>,
+    /// `NAME/`: the prefix of every key queued for the lock.
+    prefix: Vec<u8>,
+    display: PathBuf,
+    grant: Mutex<Option<Grant>>,
+    /// The deletion of the last grant's key, awaited before the next put
+    /// (it is the same key: this session's under this name).
+    releasing: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    stop: Arc<Stop>,
+}
+
+/// The lock `name` of `session`, for the manager.
+pub(crate) fn open(session: &Arc<Session>, name: &str, display: &Path) -> Opened {
+    let backend = EtcdBackend::new(session.clone(), name, display.to_path_buf());
+    Opened {
+        key: Key::Remote(session.id, name.to_owned()),
+        make: Box::new(move || Ok(Box::new(backend))),
+        created: None,
+    }
+}
+
+impl EtcdBackend {
+    fn new(session: Arc<Session>, name: &str, display: PathBuf) -> EtcdBackend {
+        let mut prefix = name.as_bytes().to_vec();
+        prefix.push(b'/');
+        EtcdBackend {
+            session,
+            prefix,
+            display,
+            grant: Mutex::new(None),
+            releasing: Mutex::new(None),
+            stop: Arc::default(),
+        }
+    }
+
+    fn error(&self, f: Failure) -> Error {
+        match f {
+            Failure::Unreachable(why) => Error::new(ErrorKind::Unavailable, &self.display)
+                .with_detail(format!("etcd at {}: {why}", self.session.conn.endpoints)),
+            Failure::Refused(why) => Error::new(ErrorKind::Io, &self.display).with_detail(format!(
+                "etcd at {} refused: {why}",
+                self.session.conn.endpoints
+            )),
+            Failure::NoLease => Error::new(ErrorKind::Lost, &self.display).with_detail(format!(
+                "etcd at {} no longer has the lease",
+                self.session.conn.endpoints
+            )),
+        }
+    }
+
+    /// One acquisition, on the session's runtime.
+    fn acquire(&self, mode: Mode, wait: bool) -> Result<bool> {
+        if mode == Mode::Shared {
+            return Err(Error::new(ErrorKind::Unsupported, &self.display)
+                .with_detail("etcd locks are exclusive"));
+        }
+        let conn = self.session.conn.clone();
+        let prefix = self.prefix.clone();
+        let stop = self.stop.clone();
+        let before = self.releasing.lock().unwrap().take();
+        let acquired = self.session.block(async move {
+            if let Some(release) = before {
+                let _ = release.await;
+            }
+            mutex::acquire(conn, prefix, holder_value(), wait, stop).await
+        });
+        match acquired.map_err(|f| self.error(f))? {
+            Acquired::Held(grant) => {
+                tracing::debug!(key = %String::from_utf8_lossy(&grant.key), fence = grant.revision, "etcd lock granted");
+                *self.grant.lock().unwrap() = Some(grant);
+                Ok(true)
+            }
+            Acquired::Busy => Ok(false),
+        }
+    }
+
+    /// The key at the head of the queue, if any.
+    fn first(&self) -> Result<Option<rpc::KeyValue>> {
+        let conn = self.session.conn.clone();
+        let range = rpc::by_create(&self.prefix, SortOrder::Ascend, 0);
+        let found = self.session.block(async move {
+            conn.call(KvClient::new(conn.channel.clone()).range(range))
+                .await
+        });
+        Ok(found.map_err(|f| self.error(f))?.kvs.into_iter().next())
+    }
+}
+
+/// What a key says about its holder: `pid\nhost\nseconds since the epoch\n`
+/// (etcd's own clients put an empty value).
+fn holder_value() -> Vec<u8> {
+    let host = crate::sys::host_name();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("{}\n{host}\n{now}\n", std::process::id()).into_bytes()
+}
+
+fn parse_holder(kv: &rpc::KeyValue) -> Holder {
+    let text = String::from_utf8_lossy(&kv.value);
+    let mut lines = text.lines();
+    let pid = lines.next().and_then(|l| l.parse().ok());
+    let host = lines.next().filter(|h| !h.is_empty()).map(str::to_owned);
+    let since = lines
+        .next()
+        .and_then(|l| l.parse().ok())
+        .map(|s| UNIX_EPOCH + Duration::from_secs(s));
+    let mut holder = Holder::new(pid, host, since);
+    holder.lease = Some(kv.lease as u64);
+    holder.fence = Some(kv.create_revision as u64);
+    holder
+}
+
+impl Backend for EtcdBackend {
+    fn try_acquire(&self, mode: Mode) -> Result<bool> {
+        self.acquire(mode, false)
+    }
+
+    fn acquire_blocking(&self, mode: Mode, wanted: &dyn Fn() -> bool) -> Result<bool> {
+        // Asked to stop from now on: anyone who withdraws after this look
+        // stops the wait.
+        self.stop.reset();
+        self.acquire(mode, wanted())
+    }
+
+    fn interrupt(&self) {
+        self.stop.ask();
+    }
+
+    fn remote(&self) -> bool {
+        true
+    }
+
+    fn release(&self, _mode: Mode) -> Result<()> {
+        let Some(grant) = self.grant.lock().unwrap().take() else {
+            return Ok(());
+        };
+        let lost = grant.is_lost();
+        let conn = self.session.conn.clone();
+        let lock = self.display.clone();
+        let task = self.session.spawn(async move {
+            // Until it is gone or its lease is: a key left behind under a
+            // lease that is kept alive would hold the lock for ever.
+            loop {
+                match mutex::release(&conn, &grant.key, grant.revision).await {
+                    Ok(()) => return,
+                    Err(_) if grant.lease.is_lost() => return,
+                    Err(e) => {
+                        tracing::warn!(lock = %lock.display(), error = ?e, "deleting the etcd lock key failed; trying again");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        });
+        *self.releasing.lock().unwrap() = Some(task);
+        if lost {
+            return Err(Error::new(ErrorKind::Lost, &self.display)
+                .with_detail("the etcd lease expired or the key was deleted"));
+        }
+        Ok(())
+    }
+
+    fn flush_release(&self) -> Result<()> {
+        // An async caller does not wait: the next acquisition here does.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Ok(());
+        }
+        let Some(mut task) = self.releasing.lock().unwrap().take() else {
+            return Ok(());
+        };
+        let timeout = self.session.conn.timeout;
+        let (task, done) = self.session.block(async move {
+            let done = tokio::time::timeout(timeout, &mut task).await.is_ok();
+            (task, done)
+        });
+        if done {
+            return Ok(());
+        }
+        // Still trying: the next acquisition here waits for it.
+        let mut releasing = self.releasing.lock().unwrap();
+        if releasing.is_none() {
+            *releasing = Some(task);
+        }
+        Err(
+            Error::new(ErrorKind::Unavailable, &self.display).with_detail(format!(
+                "etcd at {} did not confirm the release within {timeout:?}; \
+             the key goes when it does, or when the lease expires",
+                self.session.conn.endpoints
+            )),
+        )
+    }
+
+    fn lost(&self) -> bool {
+        self.grant
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(Grant::is_lost)
+    }
+
+    fn fence(&self) -> Option<u64> {
+        self.grant
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|g| g.revision as u64)
+    }
+
+    fn path(&self) -> &Path {
+        &self.display
+    }
+
+    fn holder(&self) -> Result<Option<Holder>> {
+        Ok(self.first()?.as_ref().map(parse_holder))
+    }
+
+    fn is_locked(&self) -> Result<bool> {
+        Ok(self.first()?.is_some())
+    }
+
+    fn break_lock(&self, force: bool) -> Result<()> {
+        if !force {
+            // There are no stale holders to break: a dead holder's key goes
+            // when its lease expires.
+            return Ok(());
+        }
+        let Some(first) = self.first()? else {
+            return Ok(());
+        };
+        let conn = self.session.conn.clone();
+        let delete = DeleteRangeRequest {
+            key: first.key,
+            ..Default::default()
+        };
+        let deleted = self.session.block(async move {
+            conn.call(KvClient::new(conn.channel.clone()).delete_range(delete))
+                .await
+        });
+        deleted.map(drop).map_err(|f| self.error(f))
+    }
+}

@@ -1,0 +1,308 @@
+//! A process's connection to one etcd cluster: the runtime its calls run on,
+//! the channel, and the lease its lock keys live under, kept alive at a
+//! third of its TTL.
+//!
+//! One lease serves every lock of the session (etcd's lock protocol keys a
+//! waiter by lease, and one key per name per lease is all the manager ever
+//! asks for, since it queues this process's waiters itself). When the lease
+//! is lost — expired because keep-alives did not get through, revoked by an
+//! operator — every hold under it is lost, and the next acquisition grants
+//! a fresh one.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::runtime::{Handle, Runtime};
+use tokio::sync::{Notify, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+use super::rpc::lease_client::LeaseClient;
+use super::rpc::{LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest};
+
+/// Why a call to the cluster failed, before it is tied to a lock.
+#[derive(Debug, Clone)]
+pub(crate) enum Failure {
+    /// The cluster could not be reached in time, or the connection broke.
+    Unreachable(String),
+    /// The cluster answered with an error.
+    Refused(String),
+    /// The cluster does not have the lease (revoked, expired).
+    NoLease,
+}
+
+impl Failure {
+    fn from_status(s: tonic::Status) -> Failure {
+        use tonic::Code;
+        match s.code() {
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
+                Failure::Unreachable(s.message().to_owned())
+            }
+            Code::NotFound => Failure::NoLease,
+            _ => Failure::Refused(format!("{:?}: {}", s.code(), s.message())),
+        }
+    }
+}
+
+/// A lease this session's keys live under.
+pub(crate) struct Lease {
+    pub(crate) id: i64,
+    /// Until when the cluster is known to keep it: the time the last
+    /// keep-alive that was answered was *sent*, plus the TTL it was given.
+    deadline: Mutex<Instant>,
+    lost: AtomicBool,
+    /// Notified when the lease is found lost.
+    pub(crate) on_lost: Notify,
+}
+
+impl Lease {
+    fn new(id: i64, deadline: Instant) -> Lease {
+        Lease {
+            id,
+            deadline: Mutex::new(deadline),
+            lost: AtomicBool::new(false),
+            on_lost: Notify::new(),
+        }
+    }
+
+    /// Lost, or past the time the cluster was known to keep it: a holder
+    /// that was stopped past its TTL knows as soon as it runs again.
+    pub(crate) fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire) || Instant::now() >= self.deadline()
+    }
+
+    fn deadline(&self) -> Instant {
+        *self.deadline.lock().unwrap()
+    }
+
+    /// Marks the lease lost (the cluster said so, or its deadline passed).
+    pub(crate) fn lose(&self) {
+        if !self.lost.swap(true, Ordering::AcqRel) {
+            tracing::warn!(lease = format_args!("{:x}", self.id), "etcd lease lost");
+        }
+        self.on_lost.notify_waiters();
+    }
+}
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// One process's connection to one cluster: the thread its calls run on,
+/// and the [`Connection`] they use.
+pub(crate) struct Session {
+    pub(crate) id: u64,
+    runtime: Option<Runtime>,
+    handle: Handle,
+    /// What tasks on the runtime hold (never the session itself, whose
+    /// drop waits for the runtime).
+    pub(crate) conn: Arc<Connection>,
+}
+
+/// The channel to the cluster, the settings, and the current lease.
+pub(crate) struct Connection {
+    /// The endpoints, for messages.
+    pub(crate) endpoints: String,
+    pub(crate) channel: Channel,
+    pub(crate) ttl: Duration,
+    /// How long one call may take before the cluster counts as unreachable.
+    pub(crate) timeout: Duration,
+    lease: tokio::sync::Mutex<Option<Arc<Lease>>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("endpoints", &self.conn.endpoints)
+            .field("ttl", &self.conn.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(
+        runtime: Runtime,
+        channel: Channel,
+        endpoints: String,
+        ttl: Duration,
+        timeout: Duration,
+    ) -> Session {
+        Session {
+            id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+            conn: Arc::new(Connection {
+                endpoints,
+                channel,
+                ttl,
+                timeout,
+                lease: tokio::sync::Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Runs `fut` on the session's runtime and blocks the calling thread
+    /// until it is done (any thread, in an async context too: the future
+    /// does not run on the caller's executor).
+    pub(crate) fn block<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = T> + Send + 'static,
+    ) -> T {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.handle.spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx.recv()
+            .expect("the etcd runtime stopped with a call pending")
+    }
+
+    /// Starts `fut` on the session's runtime.
+    pub(crate) fn spawn<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = T> + Send + 'static,
+    ) -> tokio::task::JoinHandle<T> {
+        self.handle.spawn(fut)
+    }
+}
+
+impl Connection {
+    /// One call, bounded by the session's timeout.
+    pub(crate) async fn call<T>(
+        &self,
+        fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, Failure> {
+        call(self.timeout, fut).await
+    }
+
+    /// The session's lease, granted first if there is none or it was lost.
+    pub(crate) async fn lease(&self) -> Result<Arc<Lease>, Failure> {
+        let mut current = self.lease.lock().await;
+        if let Some(lease) = &*current
+            && !lease.is_lost()
+        {
+            return Ok(lease.clone());
+        }
+        let sent = Instant::now();
+        let ttl = self.ttl.as_secs().max(1) as i64;
+        let granted = self
+            .call(
+                LeaseClient::new(self.channel.clone())
+                    .lease_grant(LeaseGrantRequest { ttl, id: 0 }),
+            )
+            .await?;
+        if !granted.error.is_empty() {
+            return Err(Failure::Refused(granted.error));
+        }
+        let lease = Arc::new(Lease::new(
+            granted.id,
+            sent + Duration::from_secs(granted.ttl.max(0) as u64),
+        ));
+        tracing::debug!(
+            lease = format_args!("{:x}", granted.id),
+            ttl = granted.ttl,
+            "etcd lease granted"
+        );
+        tokio::spawn(keep_alive(
+            self.channel.clone(),
+            lease.clone(),
+            self.ttl / 3,
+            self.timeout,
+        ));
+        *current = Some(lease.clone());
+        Ok(lease)
+    }
+}
+
+impl Drop for Session {
+    /// Revokes the lease, so that keys whose deletion is still under way go
+    /// at once rather than at its expiry, then stops the runtime.
+    fn drop(&mut self) {
+        let lease = self.conn.lease.try_lock().ok().and_then(|mut l| l.take());
+        if let Some(lease) = lease.filter(|l| !l.is_lost()) {
+            let channel = self.conn.channel.clone();
+            let timeout = self.conn.timeout;
+            let id = lease.id;
+            let revoked = self.block(async move {
+                call(
+                    timeout,
+                    LeaseClient::new(channel).lease_revoke(LeaseRevokeRequest { id }),
+                )
+                .await
+            });
+            lease.lose();
+            if let Err(e) = revoked {
+                tracing::warn!(lease = format_args!("{id:x}"), error = ?e, "revoking the etcd lease failed; its keys go when it expires");
+            }
+        }
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+async fn call<T>(
+    timeout: Duration,
+    fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, Failure> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(Ok(r)) => Ok(r.into_inner()),
+        Ok(Err(status)) => Err(Failure::from_status(status)),
+        Err(_) => Err(Failure::Unreachable(format!(
+            "no answer within {timeout:?}"
+        ))),
+    }
+}
+
+/// Keeps `lease` alive every `period` until it is lost: answered with TTL 0
+/// (expired or revoked), or not answered before its deadline (the cluster
+/// cannot be reached). A broken stream is opened again while there is time.
+async fn keep_alive(channel: Channel, lease: Arc<Lease>, period: Duration, timeout: Duration) {
+    let retry = Duration::from_millis(200).min(period);
+    loop {
+        if lease.is_lost() {
+            lease.lose();
+            return;
+        }
+        let deadline = || tokio::time::Instant::from_std(lease.deadline());
+        let (tx, rx) = mpsc::channel(1);
+        // The first request goes before the stream is open: etcd answers
+        // the opening only with the first keep-alive's answer.
+        let mut sent = Instant::now();
+        let request = LeaseKeepAliveRequest { id: lease.id };
+        tx.try_send(request).expect("an empty channel");
+        let mut client = LeaseClient::new(channel.clone());
+        let opened = tokio::select! {
+            opened = call(timeout, client.lease_keep_alive(ReceiverStream::new(rx))) => opened,
+            () = tokio::time::sleep_until(deadline()) => continue,
+        };
+        if let Ok(mut answers) = opened {
+            loop {
+                let answer = tokio::select! {
+                    answer = answers.message() => answer,
+                    () = tokio::time::sleep_until(deadline()) => break,
+                };
+                match answer {
+                    Ok(Some(a)) if a.ttl > 0 => {
+                        *lease.deadline.lock().unwrap() = sent + Duration::from_secs(a.ttl as u64);
+                    }
+                    Ok(Some(_)) => {
+                        // TTL 0: the cluster no longer has the lease.
+                        lease.lose();
+                        return;
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+                tokio::time::sleep(period).await;
+                sent = Instant::now();
+                if tx
+                    .send(LeaseKeepAliveRequest { id: lease.id })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep_until(deadline().min(tokio::time::Instant::now() + retry)).await;
+    }
+}

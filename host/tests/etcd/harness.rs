@@ -1,0 +1,136 @@
+//! A real etcd for the tests: Debian's `etcd-server` on free loopback ports
+//! with a data directory of its own, killed by pid when dropped.
+
+use std::net::TcpListener;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::require;
+
+pub struct Etcd {
+    child: std::process::Child,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+fn have(tool: &str, version: &str) -> bool {
+    Command::new(tool)
+        .arg(version)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Etcd {
+    /// A fresh single-member cluster, ready; `None` where etcd is missing
+    /// and we do not run in CI (there it fails instead).
+    pub fn start() -> Option<Etcd> {
+        if !require(
+            have("etcd", "--version") && have("etcdctl", "version"),
+            "etcd and etcdctl (Debian etcd-server, etcd-client)",
+        ) {
+            return None;
+        }
+        // A port picked free may be taken before etcd binds it: try again.
+        for _ in 0..5 {
+            if let Some(etcd) = Etcd::try_start() {
+                return Some(etcd);
+            }
+        }
+        panic!("etcd did not start");
+    }
+
+    fn try_start() -> Option<Etcd> {
+        let dir = tempfile::tempdir().unwrap();
+        let (client, peer) = (free_port(), free_port());
+        let url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
+        let child = Command::new("etcd")
+            .args(["--name", "t", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("t={peer_url}")])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start etcd");
+        let mut etcd = Etcd {
+            child,
+            url,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if etcd.child.try_wait().unwrap().is_some() {
+                return None;
+            }
+            if etcd.ctl(&["endpoint", "health"]).status.success() {
+                return Some(etcd);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let log = std::fs::read_to_string(etcd._dir.path().join("etcd.log")).unwrap_or_default();
+        panic!("etcd at {} not healthy within 20 s:\n{log}", etcd.url);
+    }
+
+    /// `etcdctl` against this cluster.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        self.ctl_command(args).output().unwrap()
+    }
+
+    pub fn ctl_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("etcdctl");
+        cmd.env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.url, "--command-timeout=5s"])
+            .args(args);
+        cmd
+    }
+
+    /// The keys under `prefix` (`NAME/`), in create order.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let out = self.ctl(&[
+            "get",
+            "--prefix",
+            "--keys-only",
+            "--order=ASCEND",
+            "--sort-by=CREATE",
+            prefix,
+        ]);
+        assert!(
+            out.status.success(),
+            "etcdctl get: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

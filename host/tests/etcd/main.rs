@@ -1,0 +1,361 @@
+//! Locks in a real etcd: exclusion and fences across processes, interop
+//! with `etcdctl lock`, waits that end early, and what failures do to a
+//! hold (killed, stopped and cut-off holders, revoked leases).
+
+#[path = "../common/mod.rs"]
+mod common;
+mod failures;
+mod harness;
+mod proxy;
+mod waits;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use harness::Etcd;
+use wasmlock::etcd::Cluster;
+use wasmlock::{ErrorKind, Wait};
+
+/// The TTL of the children's leases: etcd's floor.
+const TTL: Duration = Duration::from_secs(2);
+
+fn cluster(url: &str) -> Cluster {
+    Cluster::builder().endpoint(url).ttl(TTL).connect().unwrap()
+}
+
+fn read_line() -> Option<String> {
+    let mut line = String::new();
+    match std::io::stdin().read_line(&mut line) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(line.trim().to_owned()),
+    }
+}
+
+/// A child: `ROLE URL NAME ...`, speaking the line protocol of `Child`.
+#[test]
+#[ignore]
+fn child_entry() {
+    let Ok(role) = std::env::var(ROLE_VAR) else {
+        return;
+    };
+    let words: Vec<&str> = role.split('\u{1f}').collect();
+    match words[..] {
+        // Hold the lock; answer `lost` with whether the hold is lost;
+        // `release` (or the end of input) releases.
+        ["hold", url, name] => {
+            let cluster = cluster(url);
+            let lock = cluster.lock(name).unwrap();
+            let guard = lock.lock().unwrap();
+            println!("LOCKED {} {}", guard.fence().unwrap(), now_us());
+            while read_line().as_deref() == Some("lost") {
+                println!("LOST {}", guard.is_lost());
+            }
+            match guard.unlock() {
+                Ok(()) => println!("RELEASED ok"),
+                Err(e) => println!("RELEASED {:?}", e.kind()),
+            }
+        }
+        // Answer each `try` with one attempt's outcome.
+        ["try", url, name] => {
+            let cluster = cluster(url);
+            let lock = cluster.lock(name).unwrap();
+            while read_line().is_some() {
+                match lock.try_lock() {
+                    Ok(_) => println!("RESULT ok"),
+                    Err(e) => println!("RESULT {:?}", e.kind()),
+                }
+            }
+        }
+        // Wait for the lock, say when it came and its fence, hold it until
+        // told.
+        ["wait", url, name] => {
+            let cluster = cluster(url);
+            let lock = cluster.lock(name).unwrap();
+            println!("WAITING");
+            let guard = lock.lock().unwrap();
+            println!("LOCKED {} {}", guard.fence().unwrap(), now_us());
+            let _ = read_line();
+            drop(guard);
+            println!("RELEASED ok");
+        }
+        // Bump the counter `n` times under the lock, from `threads` threads.
+        ["count", url, name, counter, n, threads] => {
+            let cluster = cluster(url);
+            let lock = cluster.lock(name).unwrap();
+            let n: usize = n.parse().unwrap();
+            std::thread::scope(|s| {
+                for _ in 0..threads.parse().unwrap() {
+                    s.spawn(|| {
+                        for _ in 0..n {
+                            let _g = lock.lock().unwrap();
+                            bump(counter.as_ref());
+                        }
+                    });
+                }
+            });
+            println!("DONE");
+        }
+        _ => panic!("unknown role {role:?}"),
+    }
+    std::process::exit(0);
+}
+
+fn spawn(role: &str, etcd: &Etcd, name: &str, more: &[&str]) -> Child {
+    let mut words = vec![role, &etcd.url, name];
+    words.extend_from_slice(more);
+    Child::spawn(&words)
+}
+
+/// `LOCKED <fence> <micros>` → (fence, micros).
+fn locked(child: &mut Child) -> (u64, u128) {
+    let rest = child.expect("LOCKED", LONG);
+    let mut words = rest.split(' ');
+    let fence = words.next().unwrap().parse().unwrap();
+    let at = words.next().unwrap().parse().unwrap();
+    (fence, at)
+}
+
+#[test]
+fn another_process_holding_excludes_us_and_later_fences_are_greater() {
+    let Some(etcd) = Etcd::start() else { return };
+    let mut holder = spawn("hold", &etcd, "jobs", &[]);
+    let (their_fence, _) = locked(&mut holder);
+
+    let cluster = cluster(&etcd.url);
+    let lock = cluster.lock("jobs").unwrap();
+    let err = lock.try_lock().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WouldBlock);
+    assert!(err.to_string().contains("jobs"), "{err}");
+    assert_eq!(
+        lock.lock_timeout(Duration::from_millis(300))
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Timeout
+    );
+    assert_eq!(
+        etcd.keys("jobs/").len(),
+        1,
+        "the timed-out wait left its key"
+    );
+
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            let guard = lock.lock_timeout(LONG).unwrap();
+            let fence = guard.fence().unwrap();
+            assert!(fence > their_fence, "fence {fence} after {their_fence}");
+            assert!(lock.is_locked().unwrap());
+            let holder_info = lock.holder().unwrap().unwrap();
+            assert_eq!(holder_info.pid, Some(std::process::id()));
+            assert_eq!(holder_info.fence, Some(fence));
+            guard.unlock().unwrap();
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        holder.send("release");
+        assert_eq!(holder.expect("RELEASED", LONG), "ok");
+        waiter.join().unwrap();
+    });
+    holder.finish();
+    // The deletion runs in the background; dropping the cluster revokes
+    // the lease, which takes whatever is left with it.
+    drop(lock);
+    drop(cluster);
+    assert_eq!(etcd.keys("jobs/"), Vec::<String>::new());
+}
+
+#[test]
+fn two_holds_in_one_process_are_two_grants_and_exclude_each_other() {
+    let Some(etcd) = Etcd::start() else { return };
+    let cluster = cluster(&etcd.url);
+    let a = cluster.lock("one").unwrap();
+    let b = cluster.lock("one").unwrap();
+    let first = a.lock().unwrap();
+    assert_eq!(b.try_lock().unwrap_err().kind(), ErrorKind::WouldBlock);
+    assert_eq!(a.try_lock().unwrap_err().kind(), ErrorKind::WouldBlock);
+    let f1 = first.fence().unwrap();
+    drop(first);
+    let second = b.lock_timeout(LONG).unwrap();
+    let f2 = second.fence().unwrap();
+    assert!(f2 > f1, "a local hand-off is a new grant: {f2} after {f1}");
+    assert_eq!(etcd.keys("one/").len(), 1);
+}
+
+#[test]
+fn shared_requests_are_refused() {
+    let Some(etcd) = Etcd::start() else { return };
+    let cluster = cluster(&etcd.url);
+    let lock = cluster.lock("ro").unwrap();
+    let err = lock.try_lock_shared().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported);
+    assert!(err.to_string().contains("etcd:ro"), "{err}");
+}
+
+#[test]
+fn processes_and_threads_keep_a_counter_exact() {
+    let Some(etcd) = Etcd::start() else { return };
+    let dir = tmp();
+    let counter = dir.path().join("counter");
+    let counter = counter.to_str().unwrap();
+    let procs: Vec<Child> = (0..4)
+        .map(|_| spawn("count", &etcd, "counter", &[counter, "25", "2"]))
+        .collect();
+    for mut p in procs {
+        p.expect("DONE", Duration::from_secs(120));
+        p.finish();
+    }
+    assert_eq!(read_counter(counter.as_ref()), 4 * 25 * 2);
+}
+
+#[test]
+fn async_tasks_of_one_process_take_turns() {
+    let Some(etcd) = Etcd::start() else { return };
+    let dir = tmp();
+    let counter = dir.path().join("counter");
+    let cluster = cluster(&etcd.url);
+    let lock = std::sync::Arc::new(cluster.lock("tasks").unwrap());
+    let rt = two_workers();
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let lock = lock.clone();
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    for _ in 0..5 {
+                        let _g = lock.lock_owned_async().await.unwrap();
+                        bump(&counter);
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    assert_eq!(read_counter(&counter), 100);
+}
+
+#[test]
+fn etcdctl_lock_and_ours_exclude_each_other() {
+    let Some(etcd) = Etcd::start() else { return };
+    // etcdctl holds, its command waiting on a fifo (etcdctl gives it no
+    // stdin): we wait.
+    let dir = tmp();
+    let fifo = dir.path().join("go");
+    let c_fifo = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) }, 0);
+    let script = format!(
+        "echo LOCKED; read line < '{}'; echo RELEASED",
+        fifo.display()
+    );
+    let mut theirs =
+        Child::start(etcd.ctl_command(&["lock", "shared-name", "--", "sh", "-c", &script]));
+    theirs.expect("LOCKED", LONG);
+    let cluster = cluster(&etcd.url);
+    let lock = cluster.lock("shared-name").unwrap();
+    assert_eq!(lock.try_lock().unwrap_err().kind(), ErrorKind::WouldBlock);
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| lock.lock_timeout(LONG).map(|g| g.fence()));
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!waiter.is_finished(), "we got the lock etcdctl holds");
+        std::fs::write(&fifo, "go\n").unwrap();
+        theirs.expect("RELEASED", LONG);
+        assert!(waiter.join().unwrap().unwrap().is_some());
+    });
+    theirs.finish();
+
+    // We hold: etcdctl waits until we let go.
+    let guard = lock.lock().unwrap();
+    let mut theirs =
+        Child::start(etcd.ctl_command(&["lock", "shared-name", "--", "echo", "THEIRS"]));
+    assert!(
+        !theirs.says_within("THEIRS", Duration::from_millis(500)),
+        "etcdctl got the lock we hold"
+    );
+    drop(guard);
+    theirs.expect("THEIRS", LONG);
+}
+
+#[test]
+fn waiters_from_three_processes_are_served_in_arrival_order() {
+    let Some(etcd) = Etcd::start() else { return };
+    let cluster = cluster(&etcd.url);
+    let lock = cluster.lock("fifo").unwrap();
+    let guard = lock.lock().unwrap();
+    let mut waiters = Vec::new();
+    for _ in 0..3 {
+        let mut w = spawn("wait", &etcd, "fifo", &[]);
+        w.expect("WAITING", LONG);
+        // Its key is in the queue before the next one starts.
+        let deadline = Instant::now() + LONG;
+        while etcd.keys("fifo/").len() < waiters.len() + 2 {
+            assert!(Instant::now() < deadline, "waiter's key did not appear");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        waiters.push(w);
+    }
+    drop(guard);
+    let mut last = 0;
+    for w in &mut waiters {
+        let (fence, _) = locked(w);
+        assert!(fence > last);
+        last = fence;
+        w.send("go");
+        w.expect("RELEASED", LONG);
+    }
+    for w in waiters {
+        w.finish();
+    }
+}
+
+#[test]
+fn an_unreachable_cluster_is_unavailable_naming_the_lock() {
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cluster = Cluster::builder()
+        .endpoint(format!("http://127.0.0.1:{port}"))
+        .timeout(Duration::from_millis(500))
+        .connect()
+        .unwrap();
+    let lock = cluster.lock("nowhere").unwrap();
+    let started = Instant::now();
+    for result in [
+        lock.try_lock().map(drop),
+        lock.lock().map(drop),
+        lock.lock_with(wasmlock::Mode::Exclusive, Wait::Timeout(LONG))
+            .map(drop),
+    ] {
+        let err = result.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        assert!(err.to_string().contains("etcd:nowhere"), "{err}");
+        assert!(err.to_string().contains(&port.to_string()), "{err}");
+    }
+    assert!(
+        started.elapsed() < LONG,
+        "an unreachable cluster made us wait"
+    );
+}
+
+#[test]
+fn bad_names_and_endpoints_are_refused() {
+    let err = Cluster::builder().connect().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidPath);
+    let err = Cluster::connect(["not a url"]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidPath);
+    let cluster = Cluster::connect(["http://127.0.0.1:1"]).unwrap();
+    for bad in ["", "a\0b"] {
+        assert_eq!(
+            cluster.lock(bad).unwrap_err().kind(),
+            ErrorKind::InvalidPath
+        );
+    }
+    let long = "x".repeat(wasmlock::etcd::MAX_NAME_LEN + 1);
+    assert_eq!(
+        cluster.lock(&long).unwrap_err().kind(),
+        ErrorKind::InvalidPath
+    );
+}
