@@ -13,11 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::open::Opened;
-use super::{Backend, Key};
-use crate::etcd::mutex::{self, Acquired, Grant, Stop};
+use super::{Backend, Key, LostFuture};
+use crate::etcd::mutex::{self, Acquired, Grant, Leftover, Mine, Stop};
+use crate::etcd::rpc;
 use crate::etcd::rpc::kv_client::KvClient;
 use crate::etcd::rpc::range_request::SortOrder;
-use crate::etcd::rpc::{self, DeleteRangeRequest};
 use crate::etcd::session::{Failure, Session};
 use crate::{Error, ErrorKind, Holder, Mode, Result};
 
@@ -26,16 +26,19 @@ pub(crate) struct EtcdBackend {
     /// `NAME/`: the prefix of every key queued for the lock.
     prefix: Vec<u8>,
     display: PathBuf,
+    /// How errors name the cluster: its endpoints, or not (for guests).
+    service: String,
     grant: Mutex<Option<Grant>>,
-    /// The deletion of the last grant's key, awaited before the next put
-    /// (it is the same key: this session's under this name).
-    releasing: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The deletion of the last grant's key (or an abandoned waiter's),
+    /// awaited before the next put: it is the same key, this session's
+    /// under this name.
+    releasing: Leftover,
     stop: Arc<Stop>,
 }
 
 /// The lock `name` of `session`, for the manager.
-pub(crate) fn open(session: &Arc<Session>, name: &str, display: &Path) -> Opened {
-    let backend = EtcdBackend::new(session.clone(), name, display.to_path_buf());
+pub(crate) fn open(session: &Arc<Session>, name: &str, display: &Path, service: &str) -> Opened {
+    let backend = EtcdBackend::new(session.clone(), name, display.to_path_buf(), service);
     Opened {
         key: Key::Remote(session.id, name.to_owned()),
         make: Box::new(move || Ok(Box::new(backend))),
@@ -44,32 +47,27 @@ pub(crate) fn open(session: &Arc<Session>, name: &str, display: &Path) -> Opened
 }
 
 impl EtcdBackend {
-    fn new(session: Arc<Session>, name: &str, display: PathBuf) -> EtcdBackend {
+    fn new(session: Arc<Session>, name: &str, display: PathBuf, service: &str) -> EtcdBackend {
         let mut prefix = name.as_bytes().to_vec();
         prefix.push(b'/');
         EtcdBackend {
             session,
             prefix,
             display,
+            service: service.to_owned(),
             grant: Mutex::new(None),
-            releasing: Mutex::new(None),
+            releasing: Leftover::default(),
             stop: Arc::default(),
         }
     }
 
     fn error(&self, f: Failure) -> Error {
-        match f {
-            Failure::Unreachable(why) => Error::new(ErrorKind::Unavailable, &self.display)
-                .with_detail(format!("etcd at {}: {why}", self.session.conn.endpoints)),
-            Failure::Refused(why) => Error::new(ErrorKind::Io, &self.display).with_detail(format!(
-                "etcd at {} refused: {why}",
-                self.session.conn.endpoints
-            )),
-            Failure::NoLease => Error::new(ErrorKind::Lost, &self.display).with_detail(format!(
-                "etcd at {} no longer has the lease",
-                self.session.conn.endpoints
-            )),
-        }
+        let (kind, detail) = match f {
+            Failure::Unreachable(why) => (ErrorKind::Unavailable, why),
+            Failure::Refused(why) => (ErrorKind::Io, format!("refused: {why}")),
+            Failure::NoLease => (ErrorKind::Lost, "no longer has the lease".to_owned()),
+        };
+        Error::new(kind, &self.display).with_detail(format!("{}: {detail}", self.service))
     }
 
     /// One acquisition, on the session's runtime.
@@ -81,12 +79,13 @@ impl EtcdBackend {
         let conn = self.session.conn.clone();
         let prefix = self.prefix.clone();
         let stop = self.stop.clone();
-        let before = self.releasing.lock().unwrap().take();
+        let leftover = self.releasing.clone();
+        let before = leftover.lock().unwrap().take();
         let acquired = self.session.block(async move {
             if let Some(release) = before {
                 let _ = release.await;
             }
-            mutex::acquire(conn, prefix, holder_value(), wait, stop).await
+            mutex::acquire(conn, prefix, holder_value(), wait, stop, leftover).await
         });
         match acquired.map_err(|f| self.error(f))? {
             Acquired::Held(grant) => {
@@ -106,7 +105,11 @@ impl EtcdBackend {
             conn.call(KvClient::new(conn.channel.clone()).range(range))
                 .await
         });
-        Ok(found.map_err(|f| self.error(f))?.kvs.into_iter().next())
+        let found = found.map_err(|f| self.error(f))?;
+        Ok(found
+            .kvs
+            .into_iter()
+            .find(|kv| mutex::same_level(&self.prefix, &kv.key)))
     }
 }
 
@@ -161,22 +164,15 @@ impl Backend for EtcdBackend {
         };
         let lost = grant.is_lost();
         let conn = self.session.conn.clone();
-        let lock = self.display.clone();
-        let task = self.session.spawn(async move {
-            // Until it is gone or its lease is: a key left behind under a
-            // lease that is kept alive would hold the lock for ever.
-            loop {
-                match mutex::release(&conn, &grant.key, grant.revision).await {
-                    Ok(()) => return,
-                    Err(_) if grant.lease.is_lost() => return,
-                    Err(e) => {
-                        tracing::warn!(lock = %lock.display(), error = ?e, "deleting the etcd lock key failed; trying again");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                }
+        let mut slot = self.releasing.lock().unwrap();
+        let before = slot.take();
+        *slot = Some(self.session.spawn(async move {
+            if let Some(before) = before {
+                let _ = before.await;
             }
-        });
-        *self.releasing.lock().unwrap() = Some(task);
+            let mine = Mine::At(grant.revision);
+            mutex::delete_until_gone(&conn, &grant.key, mine, &grant.lease).await;
+        }));
         if lost {
             return Err(Error::new(ErrorKind::Lost, &self.display)
                 .with_detail("the etcd lease expired or the key was deleted"));
@@ -205,13 +201,10 @@ impl Backend for EtcdBackend {
         if releasing.is_none() {
             *releasing = Some(task);
         }
-        Err(
-            Error::new(ErrorKind::Unavailable, &self.display).with_detail(format!(
-                "etcd at {} did not confirm the release within {timeout:?}; \
-             the key goes when it does, or when the lease expires",
-                self.session.conn.endpoints
-            )),
-        )
+        Err(self.error(Failure::Unreachable(format!(
+            "did not confirm the release within {timeout:?}; \
+             the key goes when it does, or when the lease expires"
+        ))))
     }
 
     fn lost(&self) -> bool {
@@ -220,6 +213,15 @@ impl Backend for EtcdBackend {
             .unwrap()
             .as_ref()
             .is_some_and(Grant::is_lost)
+    }
+
+    fn lost_signal(&self) -> Option<LostFuture> {
+        let grant = self.grant.lock().unwrap();
+        Some(match grant.as_ref() {
+            Some(g) => Box::pin(g.lost()),
+            // Released: it can no longer be lost.
+            None => Box::pin(std::future::pending()),
+        })
     }
 
     fn fence(&self) -> Option<u64> {
@@ -251,15 +253,11 @@ impl Backend for EtcdBackend {
         let Some(first) = self.first()? else {
             return Ok(());
         };
+        // The holder it found, not whoever holds by the time it is deleted.
         let conn = self.session.conn.clone();
-        let delete = DeleteRangeRequest {
-            key: first.key,
-            ..Default::default()
-        };
-        let deleted = self.session.block(async move {
-            conn.call(KvClient::new(conn.channel.clone()).delete_range(delete))
-                .await
-        });
+        let deleted = self
+            .session
+            .block(async move { mutex::delete_if(&conn, &first.key, first.create_revision).await });
         deleted.map(drop).map_err(|f| self.error(f))
     }
 }

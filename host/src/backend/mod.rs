@@ -16,6 +16,9 @@ pub(crate) use open::{open_file, open_path};
 
 use crate::{Holder, Mode, Result};
 
+/// See [`Backend::lost_signal`].
+pub(crate) type LostFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// What identifies a lock within the process.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum Key {
@@ -141,6 +144,14 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// marker removed or replaced). Kernel locks cannot be.
     fn lost(&self) -> bool {
         false
+    }
+
+    /// A future that is ready once this process's current hold is lost, for
+    /// backends that are told (etcd); `None` where nobody tells: kernel
+    /// locks cannot be lost, and a soft marker's removal is only seen by
+    /// looking.
+    fn lost_signal(&self) -> Option<LostFuture> {
+        None
     }
 
     /// The path used in messages.

@@ -206,10 +206,27 @@ impl Cluster {
         if name.contains('\0') {
             return Err(bad("lock name with a NUL byte"));
         }
+        let service = format!("etcd at {}", self.session.conn.endpoints);
         Ok(FileLock::remote(
             self.session.clone(),
             name.to_owned(),
             display,
+            service,
+        ))
+    }
+
+    /// The lock `name` for a guest, shown to it as `display`, and its
+    /// errors naming neither the endpoints nor the name.
+    #[cfg(feature = "wasmtime")]
+    pub(crate) fn lock_for_guest(&self, name: &str, display: PathBuf) -> Result<FileLock> {
+        self.lock(name).map_err(|e| {
+            Error::new(e.kind(), &display).with_detail("the key is too long for the lock service")
+        })?;
+        Ok(FileLock::remote(
+            self.session.clone(),
+            name.to_owned(),
+            display,
+            "the lock service".to_owned(),
         ))
     }
 

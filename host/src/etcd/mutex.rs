@@ -17,7 +17,7 @@ use super::rpc::kv_client::KvClient;
 use super::rpc::range_request::SortOrder;
 use super::rpc::watch_client::WatchClient;
 use super::rpc::watch_request::RequestUnion;
-use super::rpc::{self, TxnRequest, WatchCreateRequest, WatchRequest};
+use super::rpc::{self, RangeRequest, TxnRequest, WatchCreateRequest, WatchRequest};
 use super::session::{Connection, Failure, Lease};
 
 /// One grant of a lock: this session's key, at the head of the name's queue.
@@ -28,6 +28,8 @@ pub(crate) struct Grant {
     pub(crate) lease: Arc<Lease>,
     /// The key was deleted by someone else (an operator, `break`).
     deleted: Arc<AtomicBool>,
+    /// Notified when `deleted` is set.
+    on_deleted: Arc<Notify>,
     watch: tokio::task::AbortHandle,
 }
 
@@ -36,6 +38,35 @@ impl Grant {
     /// lease it lives under lost.
     pub(crate) fn is_lost(&self) -> bool {
         self.deleted.load(Ordering::Acquire) || self.lease.is_lost()
+    }
+}
+
+impl Grant {
+    /// Returns once the hold is lost: the key's deletion and the lease's
+    /// loss are pushed (a watch, the keep-alive task at the lease's
+    /// deadline), nothing is polled.
+    pub(crate) fn lost(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (deleted, on_deleted, lease) = (
+            self.deleted.clone(),
+            self.on_deleted.clone(),
+            self.lease.clone(),
+        );
+        async move {
+            loop {
+                let gone = on_deleted.notified();
+                let expired = lease.on_lost.notified();
+                tokio::pin!(gone, expired);
+                gone.as_mut().enable();
+                expired.as_mut().enable();
+                if deleted.load(Ordering::Acquire) || lease.is_lost() {
+                    return;
+                }
+                tokio::select! {
+                    () = gone => {}
+                    () = expired => {}
+                }
+            }
+        }
     }
 }
 
@@ -82,16 +113,23 @@ pub(crate) fn own_key(prefix: &[u8], lease: &Lease) -> Vec<u8> {
     key
 }
 
+/// Where a background deletion of this session's key for one lock is, so
+/// that the next put of that key waits for it (it is the same key).
+pub(crate) type Leftover = Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>;
+
 /// Takes the lock named by `prefix` (`NAME/`): puts this session's key and
 /// holds if it is first; otherwise gives up at once (`wait` false), or waits
 /// for the keys ahead of it until it is first or `stop` is asked. Whatever
-/// ends it early deletes the key it put.
+/// ends it early deletes the key it put, or may have put, in the background
+/// until that is done (`leftover`): a key left under a lease that is kept
+/// alive would get the lock one day and hold it for nobody.
 pub(crate) async fn acquire(
     session: Arc<Connection>,
     prefix: Vec<u8>,
     value: Vec<u8>,
     wait: bool,
     stop: Arc<Stop>,
+    leftover: Leftover,
 ) -> Result<Acquired, Failure> {
     loop {
         let lease = session.lease().await?;
@@ -99,12 +137,15 @@ pub(crate) async fn acquire(
         let mut put = Put {
             session: &session,
             key: &key,
-            revision: None,
+            lease: &lease,
+            mine: Mine::Absent,
+            leftover: &leftover,
         };
-        let revision = match put.put(&value, &lease).await {
+        let revision = match put.put(&value).await {
             Ok(revision) => revision,
             // Revoked, though its keep-alives have not said so yet.
             Err(Failure::NoLease) => {
+                put.mine = Mine::Absent;
                 lease.lose();
                 continue;
             }
@@ -112,14 +153,16 @@ pub(crate) async fn acquire(
         };
         match wait_first(&session, &prefix, &key, revision, &lease, wait, &stop).await? {
             Ahead::First => {
-                put.revision = None;
+                put.mine = Mine::Absent;
                 drop(put);
                 let deleted = Arc::new(AtomicBool::new(false));
+                let on_deleted = Arc::new(Notify::new());
                 let watch = tokio::spawn(watch_own_key(
                     session.clone(),
                     key.clone(),
                     revision,
                     deleted.clone(),
+                    on_deleted.clone(),
                     lease.clone(),
                 ))
                 .abort_handle();
@@ -128,6 +171,7 @@ pub(crate) async fn acquire(
                     revision,
                     lease,
                     deleted,
+                    on_deleted,
                     watch,
                 }));
             }
@@ -135,27 +179,69 @@ pub(crate) async fn acquire(
                 put.delete().await?;
                 return Ok(Acquired::Busy);
             }
-            // The lease went while waiting: queue again under a new one.
+            // The lease went while waiting, and the key with it: queue
+            // again under a new one.
             Ahead::LeaseLost => {
-                put.revision = None;
+                put.mine = Mine::Absent;
                 continue;
             }
         }
     }
 }
 
-/// Deletes a grant's key if it is still that grant's (its create revision).
-pub(crate) async fn release(
+/// Whether this session's key for a lock exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mine {
+    Absent,
+    /// Put, with this create revision.
+    At(i64),
+    /// Maybe put: a put whose answer never came.
+    Unknown,
+}
+
+/// Deletes this session's `key` until it is gone, or its lease is (the key
+/// with it): a grant's release, a waiter's abandoned key.
+pub(crate) async fn delete_until_gone(session: &Connection, key: &[u8], mine: Mine, lease: &Lease) {
+    loop {
+        let deleted = match mine {
+            Mine::Absent => return,
+            Mine::At(revision) => delete_if(session, key, revision).await,
+            // No grant of this session's can be using the key meanwhile:
+            // the next put of it waits for this deletion.
+            Mine::Unknown => delete_any(session, key).await,
+        };
+        match deleted {
+            Ok(()) => return,
+            Err(_) if lease.is_lost() => return,
+            Err(e) => {
+                tracing::warn!(key = %String::from_utf8_lossy(key), error = ?e, "deleting an etcd lock key failed; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Deletes `key` if it is still the one created at `revision`: someone who
+/// deleted it meanwhile may have made a new one.
+pub(crate) async fn delete_if(
     session: &Connection,
     key: &[u8],
     revision: i64,
 ) -> Result<(), Failure> {
-    delete_if(session, key, revision).await
+    delete(session, key, vec![rpc::created_at(key, revision)]).await
 }
 
-async fn delete_if(session: &Connection, key: &[u8], revision: i64) -> Result<(), Failure> {
+async fn delete_any(session: &Connection, key: &[u8]) -> Result<(), Failure> {
+    delete(session, key, vec![]).await
+}
+
+async fn delete(
+    session: &Connection,
+    key: &[u8],
+    compare: Vec<rpc::Compare>,
+) -> Result<(), Failure> {
     let txn = TxnRequest {
-        compare: vec![rpc::created_at(key, revision)],
+        compare,
         success: vec![rpc::delete_op(key)],
         failure: vec![],
     };
@@ -165,30 +251,34 @@ async fn delete_if(session: &Connection, key: &[u8], revision: i64) -> Result<()
         .map(drop)
 }
 
-/// This session's key while it is being put and waited with: dropped with
-/// a revision, it deletes the key in the background (a cancelled wait).
+/// This session's key while it is being put and waited with: dropped while
+/// it may exist, it is deleted in the background (a cancelled or failed
+/// wait), and the next put waits for that.
 struct Put<'a> {
     session: &'a Arc<Connection>,
     key: &'a [u8],
-    revision: Option<i64>,
+    lease: &'a Arc<Lease>,
+    mine: Mine,
+    leftover: &'a Leftover,
 }
 
 impl Put<'_> {
     /// Puts the key, unless it exists already (then it is a leftover of this
     /// session's: deleted first), and returns its create revision.
-    async fn put(&mut self, value: &[u8], lease: &Lease) -> Result<i64, Failure> {
+    async fn put(&mut self, value: &[u8]) -> Result<i64, Failure> {
         loop {
             let txn = TxnRequest {
                 compare: vec![rpc::created_at(self.key, 0)],
-                success: vec![rpc::put_op(self.key, value.to_vec(), lease.id)],
+                success: vec![rpc::put_op(self.key, value.to_vec(), self.lease.id)],
                 failure: vec![rpc::range_op(rpc::get(self.key))],
             };
+            self.mine = Mine::Unknown;
             let done = self
                 .session
                 .call(KvClient::new(self.session.channel.clone()).txn(txn))
                 .await?;
             if done.succeeded {
-                self.revision = Some(done.revision());
+                self.mine = Mine::At(done.revision());
                 return Ok(done.revision());
             }
             // Etcd's trap: a second put under the same lease would reuse the
@@ -201,26 +291,40 @@ impl Put<'_> {
     }
 
     async fn delete(&mut self) -> Result<(), Failure> {
-        match self.revision.take() {
-            Some(rev) => delete_if(self.session, self.key, rev).await,
-            None => Ok(()),
-        }
+        match self.mine {
+            Mine::Absent => Ok(()),
+            Mine::At(revision) => delete_if(self.session, self.key, revision).await,
+            Mine::Unknown => delete_any(self.session, self.key).await,
+        }?;
+        self.mine = Mine::Absent;
+        Ok(())
     }
 }
 
 impl Drop for Put<'_> {
     fn drop(&mut self) {
-        if let Some(rev) = self.revision.take() {
-            let session = self.session.clone();
-            let key = self.key.to_vec();
-            // Inside the session's runtime: the wait is one of its tasks.
-            tokio::spawn(async move {
-                if let Err(e) = delete_if(&session, &key, rev).await {
-                    tracing::warn!(key = %String::from_utf8_lossy(&key), error = ?e, "deleting an abandoned waiter key failed; it goes with the lease");
-                }
-            });
+        if self.mine == Mine::Absent {
+            return;
         }
+        let (session, key, mine) = (self.session.clone(), self.key.to_vec(), self.mine);
+        let lease = self.lease.clone();
+        let mut slot = self.leftover.lock().unwrap();
+        let before = slot.take();
+        // Inside the session's runtime: the wait is one of its tasks.
+        *slot = Some(tokio::spawn(async move {
+            if let Some(before) = before {
+                let _ = before.await;
+            }
+            delete_until_gone(&session, &key, mine, &lease).await;
+        }));
     }
+}
+
+/// Whether `key` is one of the lock `prefix`'s own (`NAME/<lease>`), not a
+/// key of a lock whose name nests inside it (`NAME/sub/<lease>`).
+pub(crate) fn same_level(prefix: &[u8], key: &[u8]) -> bool {
+    key.strip_prefix(prefix)
+        .is_some_and(|rest| !rest.contains(&b'/'))
 }
 
 enum Ahead {
@@ -244,7 +348,10 @@ async fn wait_first(
         let txn = TxnRequest {
             compare: vec![],
             success: vec![
-                rpc::range_op(rpc::by_create(prefix, SortOrder::Descend, revision - 1)),
+                rpc::range_op(RangeRequest {
+                    keys_only: true,
+                    ..rpc::by_create(prefix, SortOrder::Descend, revision - 1)
+                }),
                 rpc::range_op(rpc::get(key)),
             ],
             failure: vec![],
@@ -257,7 +364,7 @@ async fn wait_first(
             // Our key went while we waited: the lease expired or was revoked.
             return Ok(Ahead::LeaseLost);
         }
-        let Some(ahead) = seen.range(0).first() else {
+        let Some(ahead) = seen.range(0).iter().find(|kv| same_level(prefix, &kv.key)) else {
             return Ok(Ahead::First);
         };
         if first_look && !wait {
@@ -323,19 +430,30 @@ async fn watch_own_key(
     key: Vec<u8>,
     revision: i64,
     deleted: Arc<AtomicBool>,
+    on_deleted: Arc<Notify>,
     lease: Arc<Lease>,
 ) {
+    // Watched from here on: after a look that found it, from that look's
+    // revision (a watch from a compacted revision is cancelled at once).
+    let mut from = revision;
     loop {
-        match deleted_after(&session, &key, revision).await {
+        match deleted_after(&session, &key, from).await {
             Ok(()) => {
                 // A cut watch returns too: is the key still ours?
-                let still = session
+                let look = session
                     .call(KvClient::new(session.channel.clone()).range(rpc::get(&key)))
-                    .await
-                    .map(|r| r.kvs.first().map(|kv| kv.create_revision) == Some(revision));
-                if let Ok(false) = still {
-                    deleted.store(true, Ordering::Release);
-                    return;
+                    .await;
+                match look {
+                    Ok(r) if r.kvs.first().map(|kv| kv.create_revision) == Some(revision) => {
+                        from = r.header.map_or(from, |h| h.revision);
+                    }
+                    Ok(_) => {
+                        deleted.store(true, Ordering::Release);
+                        on_deleted.notify_waiters();
+                        return;
+                    }
+                    Err(_) if lease.is_lost() => return,
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
                 }
             }
             Err(_) if lease.is_lost() => return,

@@ -22,13 +22,14 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
-/// The key under `prefix` with the lowest (`Ascend`) or highest create
-/// revision, among those created at or before `max_create` (0: all).
+/// The keys under `prefix` by create revision, lowest (`Ascend`) or highest
+/// first, among those created at or before `max_create` (0: all). All of
+/// them: those of locks whose names nest inside this one's are skipped by
+/// the caller.
 pub(crate) fn by_create(prefix: &[u8], order: SortOrder, max_create: i64) -> RangeRequest {
     RangeRequest {
         key: prefix.to_vec(),
         range_end: prefix_end(prefix),
-        limit: 1,
         sort_order: order as i32,
         sort_target: SortTarget::Create as i32,
         max_create_revision: max_create,

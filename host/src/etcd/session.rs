@@ -258,16 +258,19 @@ async fn call<T>(
 /// cannot be reached). A broken stream is opened again while there is time.
 async fn keep_alive(channel: Channel, lease: Arc<Lease>, period: Duration, timeout: Duration) {
     let retry = Duration::from_millis(200).min(period);
+    let deadline = || tokio::time::Instant::from_std(lease.deadline());
     loop {
         if lease.is_lost() {
             lease.lose();
             return;
         }
-        let deadline = || tokio::time::Instant::from_std(lease.deadline());
-        let (tx, rx) = mpsc::channel(1);
+        let (tx, rx) = mpsc::channel(4);
+        // When each request still unanswered was sent: an answer extends
+        // the lease from the time its request left, not from its arrival.
+        let mut sent = std::collections::VecDeque::new();
         // The first request goes before the stream is open: etcd answers
         // the opening only with the first keep-alive's answer.
-        let mut sent = Instant::now();
+        sent.push_back(Instant::now());
         let request = LeaseKeepAliveRequest { id: lease.id };
         tx.try_send(request).expect("an empty channel");
         let mut client = LeaseClient::new(channel.clone());
@@ -276,30 +279,30 @@ async fn keep_alive(channel: Channel, lease: Arc<Lease>, period: Duration, timeo
             () = tokio::time::sleep_until(deadline()) => continue,
         };
         if let Ok(mut answers) = opened {
+            // Sent every `period` whatever the answers do: a slow answer
+            // must not push the next request towards the deadline.
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                let answer = tokio::select! {
-                    answer = answers.message() => answer,
+                tokio::select! {
+                    _ = tick.tick() => {
+                        if tx.try_send(LeaseKeepAliveRequest { id: lease.id }).is_ok() {
+                            sent.push_back(Instant::now());
+                        }
+                    }
+                    answer = answers.message() => match answer {
+                        Ok(Some(a)) if a.ttl > 0 => {
+                            let at = sent.pop_front().unwrap_or_else(Instant::now);
+                            *lease.deadline.lock().unwrap() = at + Duration::from_secs(a.ttl as u64);
+                        }
+                        Ok(Some(_)) => {
+                            // TTL 0: the cluster no longer has the lease.
+                            lease.lose();
+                            return;
+                        }
+                        Ok(None) | Err(_) => break,
+                    },
                     () = tokio::time::sleep_until(deadline()) => break,
-                };
-                match answer {
-                    Ok(Some(a)) if a.ttl > 0 => {
-                        *lease.deadline.lock().unwrap() = sent + Duration::from_secs(a.ttl as u64);
-                    }
-                    Ok(Some(_)) => {
-                        // TTL 0: the cluster no longer has the lease.
-                        lease.lose();
-                        return;
-                    }
-                    Ok(None) | Err(_) => break,
-                }
-                tokio::time::sleep(period).await;
-                sent = Instant::now();
-                if tx
-                    .send(LeaseKeepAliveRequest { id: lease.id })
-                    .await
-                    .is_err()
-                {
-                    break;
                 }
             }
         }

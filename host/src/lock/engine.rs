@@ -186,7 +186,14 @@ impl FileLock {
         let (first, rest) = split_wait(wait, after);
         match self.acquire_queued_async(req, first).await {
             Err(e) if rest.is_some() && e.kind() == ErrorKind::Timeout => {
-                on_wait(self.holder().ok().flatten());
+                // Not from a remote backend: that would be a call across
+                // the network on the caller's executor.
+                let local = self.existing_entry().ok().flatten();
+                let holder = match local {
+                    Some(entry) if !entry.backend().remote() => self.holder().ok().flatten(),
+                    _ => None,
+                };
+                on_wait(holder);
                 self.acquire_async(req, rest.expect("checked")).await
             }
             other => other,
@@ -298,6 +305,11 @@ impl FileLock {
 
     fn held_error(&self, kind: ErrorKind, entry: &Entry) -> Error {
         let err = Error::new(kind, self.path());
+        // Asking a remote backend is a call across the network, and this
+        // may run on an async caller's executor.
+        if entry.backend().remote() {
+            return err;
+        }
         match entry.backend().holder() {
             Ok(Some(Holder { pid: Some(pid), .. })) => {
                 err.with_detail(format!("held by pid {pid}"))

@@ -116,7 +116,8 @@ impl FileLock {
                     session,
                     name,
                     display,
-                } => backend::etcd::open(session, name, display),
+                    service,
+                } => backend::etcd::open(session, name, display, service),
                 Source::Path(target) => {
                     let parent = target.open_parent()?;
                     inner.parent = Some(parent.clone());

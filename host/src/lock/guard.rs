@@ -64,6 +64,25 @@ impl<L: Deref<Target = FileLock>> Hold<L> {
         !self.released && self.lock.granted(&self.entry).backend().lost()
     }
 
+    /// Ready once the hold is lost (never for kernel locks).
+    async fn lost(&self) {
+        // How often a soft marker is looked at: its removal is not told.
+        const SOFT_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
+        let backend = self.lock.granted(&self.entry).backend();
+        loop {
+            if self.is_lost() {
+                return;
+            }
+            match backend.lost_signal() {
+                Some(signal) => signal.await,
+                None if self.lock.kind() == crate::Kind::Soft => {
+                    tokio::time::sleep(SOFT_CHECK).await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+    }
+
     fn fence(&self) -> Option<u64> {
         if self.released {
             return None;
@@ -129,6 +148,20 @@ macro_rules! guard_api {
             /// ```
             pub fn is_lost(&self) -> bool {
                 self.hold.is_lost()
+            }
+
+            /// Waits until the hold is lost (see
+            /// [`is_lost`](Self::is_lost)); never ready for a kernel lock.
+            /// An etcd hold is told at once when its key is deleted or its
+            /// lease is lost (at the latest a TTL after the last keep-alive
+            /// that got through); a soft marker's removal is looked for
+            /// every 100 ms.
+            ///
+            /// # Cancel safety
+            ///
+            /// Cancel safe: dropping the future changes nothing.
+            pub async fn lost(&self) {
+                self.hold.lost().await
             }
 
             /// The hold's fencing token, for locks that have one: an etcd
@@ -273,6 +306,15 @@ guard_api!(OwnedLockGuard, Arc<FileLock>);
 
 #[cfg(feature = "wasmtime")]
 impl OwnedLockGuard {
+    /// Ready when the hold is lost, where the backend tells (etcd).
+    pub(crate) fn lost_signal(&self) -> Option<crate::backend::LostFuture> {
+        self.hold
+            .lock
+            .granted(&self.hold.entry)
+            .backend()
+            .lost_signal()
+    }
+
     /// Releases now if that needs no wait; else gives the guard back (a
     /// breaker holds a soft marker's turn right now): the host then
     /// releases it off the executor.

@@ -111,6 +111,8 @@ enum Source {
         session: std::sync::Arc<crate::etcd::session::Session>,
         name: String,
         display: PathBuf,
+        /// How errors name the cluster.
+        service: String,
     },
 }
 
@@ -218,11 +220,13 @@ impl FileLock {
         session: std::sync::Arc<crate::etcd::session::Session>,
         name: String,
         display: PathBuf,
+        service: String,
     ) -> FileLock {
         let source = Source::Remote {
             session,
             name,
             display,
+            service,
         };
         FileLock::with_source(source, Kind::Os, Options::default(), next_handle_id())
     }

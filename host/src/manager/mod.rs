@@ -274,7 +274,7 @@ impl Entry {
     pub(crate) fn release_handle(self: &Arc<Self>, handle: u64) -> Result<()> {
         let mut st = self.state();
         st.holds.retain(|h| h.id.handle != handle);
-        self.dispatch(&mut st)
+        self.after_release(&mut st)
     }
 
     pub(crate) fn release(self: &Arc<Self>, id: HolderId) -> Result<()> {
@@ -285,7 +285,19 @@ impl Entry {
         st.holds.swap_remove(pos);
         // A failure to give the lock back (a soft marker someone else
         // removed) belongs to the caller releasing.
-        self.dispatch(&mut st)
+        self.after_release(&mut st)
+    }
+
+    /// Serves the queue after a hold went. A remote grant served that hold
+    /// alone: it goes back first, so that its failure (a lost lease) is the
+    /// releaser's, not the next waiter's.
+    fn after_release(self: &Arc<Self>, st: &mut State) -> Result<()> {
+        let given_back = match self.backend.remote() && st.holds.is_empty() {
+            true => self.give_back(st),
+            false => Ok(()),
+        };
+        let dispatched = self.dispatch(st);
+        given_back.and(dispatched)
     }
 
     fn enqueue(self: &Arc<Self>, waiter: &Arc<Waiter>, index: usize) {
@@ -300,6 +312,12 @@ impl Entry {
             .is_some_and(|party| held_against(&st.holds, party, waiter.mode))
         {
             waiter.fail(self_deadlock(self.backend.path()));
+            return;
+        }
+        // A try-once request behind others here, or beside an attempt
+        // under way, would wait for them: the lock is busy.
+        if waiter.once && (!st.queue.is_empty() || st.blocking) {
+            waiter.fail(Error::new(ErrorKind::WouldBlock, self.backend.path()));
             return;
         }
         st.queue.push_back((waiter.clone(), index));
@@ -321,8 +339,8 @@ impl Entry {
     }
 
     /// After an attempt on the backend that did not win: the try-once
-    /// waiters have had theirs and fail; the head of who is left, if any.
-    fn fail_tried<'s>(&self, st: &'s mut State) -> Option<&'s (Arc<Waiter>, usize)> {
+    /// waiters have had theirs and fail.
+    fn fail_tried(&self, st: &mut State) {
         let path = self.backend.path();
         st.queue.retain(|(w, _)| {
             if w.once {
@@ -330,7 +348,6 @@ impl Entry {
             }
             !w.once
         });
-        st.queue.front()
     }
 
     fn withdraw(self: &Arc<Self>, waiter: &Arc<Waiter>) {
@@ -428,7 +445,15 @@ impl Entry {
                         }
                     }
                 }
-                Ok(Take::Busy) => break,
+                Ok(Take::Busy) => {
+                    // A try-once request has no turn to wait for.
+                    if front.once {
+                        st.queue.pop_front();
+                        front.fail(Error::new(ErrorKind::WouldBlock, self.backend.path()));
+                        continue;
+                    }
+                    break;
+                }
                 Ok(Take::Contended | Take::Untried) => {
                     if !st.blocking {
                         self.start_blocking(st, &front, index);
@@ -491,13 +516,18 @@ impl Entry {
                     self.dispatch_logged(&mut st);
                     return;
                 }
-                Ok(false) => match self.fail_tried(&mut st) {
-                    Some((w, _)) => mode = w.mode,
-                    None => {
-                        st.blocking = false;
-                        return;
+                Ok(false) => {
+                    self.fail_tried(&mut st);
+                    // Waiters granted elsewhere withdraw soon; serving them
+                    // is not this thread's work.
+                    match st.queue.iter().find(|(w, _)| w.is_pending()) {
+                        Some((w, _)) if wants_a_wait(&st) => mode = w.mode,
+                        _ => {
+                            st.blocking = false;
+                            return;
+                        }
                     }
-                },
+                }
                 Err(e) => {
                     st.blocking = false;
                     for (w, _) in st.queue.drain(..) {

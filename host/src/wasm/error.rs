@@ -101,6 +101,7 @@ impl From<&Error> for ErrorCode {
             ErrorKind::Unsupported => ErrorCode::Unsupported,
             ErrorKind::Lost => ErrorCode::Lost,
             ErrorKind::QuotaExceeded => ErrorCode::Quota,
+            ErrorKind::Unavailable => ErrorCode::Unavailable,
             // Not-held and not-owner cannot reach a guest: only guards
             // release. The message names the path as the guest gave it.
             _ => ErrorCode::Other(Some(e.to_string())),

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use wasmtime_wasi::runtime::{AbortOnDropJoinHandle, spawn, spawn_blocking};
 
 use super::ctx::{Releasing, Slot};
+use crate::backend::LostFuture;
 use crate::{Kind, Mode, OwnedLockGuard, OwnedPermit, Result};
 
 /// How often the lost pollable of a soft hold looks at its marker when no
@@ -49,6 +50,21 @@ impl Native {
         match self {
             Native::Lock(g) => g.is_lost(),
             Native::Permit(_) => false,
+        }
+    }
+
+    fn fence(&self) -> Option<u64> {
+        match self {
+            Native::Lock(g) => g.fence(),
+            Native::Permit(_) => None,
+        }
+    }
+
+    /// Ready when the hold is lost, where the backend tells (etcd).
+    fn lost_signal(&self) -> Option<LostFuture> {
+        match self {
+            Native::Lock(g) => g.lost_signal(),
+            Native::Permit(_) => None,
         }
     }
 
@@ -115,6 +131,11 @@ impl Cell {
         taken
     }
 
+    /// Ready when the hold is lost, where the backend tells.
+    fn lost_signal(&self) -> Option<LostFuture> {
+        self.native().as_ref().and_then(Native::lost_signal)
+    }
+
     /// Whether someone elsewhere may end the hold (asked only by lost
     /// pollables: it costs a look at the handle). While the host ends it,
     /// the end itself wakes them.
@@ -170,6 +191,7 @@ pub struct GuestGuard {
     home: Home,
     mode: Mode,
     slot: Option<u32>,
+    fence: Option<u64>,
     /// Ends the hold at the embedder's maximum hold time.
     timer: Option<AbortOnDropJoinHandle<()>>,
     _held: Slot,
@@ -179,7 +201,7 @@ impl GuestGuard {
     /// A guard for `native`, counted in the guest's held-locks quota by
     /// `held`, ended by the host at `deadline` if the guest still holds it.
     pub(crate) fn new(native: Native, held: Slot, deadline: Option<Instant>) -> GuestGuard {
-        let (mode, slot) = (native.mode(), native.slot());
+        let (mode, slot, fence) = (native.mode(), native.slot(), native.fence());
         let mut home = Home::Own(Cell {
             native: Mutex::new(Some(native)),
             ..Cell::default()
@@ -195,6 +217,7 @@ impl GuestGuard {
             home,
             mode,
             slot,
+            fence,
             timer,
             _held: held,
         }
@@ -206,6 +229,10 @@ impl GuestGuard {
 
     pub(crate) fn slot(&self) -> Option<u32> {
         self.slot
+    }
+
+    pub(crate) fn fence(&self) -> Option<u64> {
+        self.fence
     }
 
     fn cell(&self) -> &Cell {
@@ -287,6 +314,10 @@ impl wasmtime_wasi::p2::Pollable for LostSignal {
             if self.cell.check() {
                 return;
             }
+            if let Some(signal) = self.cell.lost_signal() {
+                first_of(ended, signal).await;
+                continue;
+            }
             if !self.cell.can_be_taken() {
                 ended.await;
                 continue;
@@ -296,4 +327,17 @@ impl wasmtime_wasi::p2::Pollable for LostSignal {
             let _ = tokio::time::timeout(LOST_CHECK, ended).await;
         }
     }
+}
+
+/// Returns when either future does.
+async fn first_of(a: impl Future<Output = ()>, b: impl Future<Output = ()>) {
+    let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
+    std::future::poll_fn(|cx| {
+        if a.as_mut().poll(cx).is_ready() || b.as_mut().poll(cx).is_ready() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
 }

@@ -361,9 +361,7 @@ impl locks::HostGuard for WasmLockCtxView<'_> {
     }
 
     fn fence(&mut self, this: Resource<GuestGuard>) -> wasmtime::Result<Option<u64>> {
-        // File locks issue no fencing tokens.
-        self.table.get(&this)?;
-        Ok(None)
+        Ok(self.table.get(&this)?.fence())
     }
 
     fn status(&mut self, this: Resource<GuestGuard>) -> wasmtime::Result<types::HoldStatus> {
@@ -506,7 +504,10 @@ impl locks::HostNamespace for WasmLockCtxView<'_> {
     ) -> LockResult<Resource<GuestLock>> {
         let ns = self.table.get(&this)?;
         let (name, namespace) = (ns.name.clone(), ns.namespace.clone());
-        if !self.ctx.limits.allows(namespace.lock_kind()) {
+        if namespace
+            .lock_kind()
+            .is_some_and(|kind| !self.ctx.limits.allows(kind))
+        {
             return Err(Code::NotPermitted.into());
         }
         let handle = self.handle_slot()?;

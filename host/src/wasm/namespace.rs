@@ -28,10 +28,25 @@ const MAX_FILE_NAME: usize = 240;
 /// # drop(jobs);
 /// # Ok::<(), wasmlock::Error>(())
 /// ```
+///
+/// With the `etcd` feature, [`Namespace::etcd`] grants a space of locks in
+/// an etcd cluster instead.
 #[derive(Debug, Clone)]
 pub struct Namespace {
-    dir: LockDir,
-    kind: Kind,
+    space: Space,
+}
+
+#[derive(Debug, Clone)]
+enum Space {
+    Directory {
+        dir: LockDir,
+        kind: Kind,
+    },
+    #[cfg(feature = "etcd")]
+    Etcd {
+        cluster: crate::etcd::Cluster,
+        prefix: String,
+    },
 }
 
 impl Namespace {
@@ -47,41 +62,95 @@ impl Namespace {
     /// A directory capability the embedder already holds, with OS locks.
     pub fn in_dir(dir: LockDir) -> Namespace {
         Namespace {
-            dir,
-            kind: Kind::Os,
+            space: Space::Directory {
+                dir,
+                kind: Kind::Os,
+            },
         }
     }
 
-    /// Which kind of lock keys open (OS by default).
+    /// Locks in the etcd cluster `cluster`, one tenant's: key `k` is the
+    /// lock named `prefix` + `k` (escaped as for a directory, so that no
+    /// key's queue nests inside another's: etcd's lock keys are
+    /// `NAME/<lease-id-hex>`). Guards tell their `fence`; holds can be
+    /// lost; an unreachable cluster is `unavailable`. The guest never sees
+    /// the endpoints, the prefix or the lease. Exclusive locks only, no
+    /// semaphores.
+    ///
+    /// ```
+    /// use wasmlock::Namespace;
+    /// use wasmlock::etcd::Cluster;
+    /// let cluster = Cluster::connect(["http://127.0.0.1:2379"])?; // nothing sent yet
+    /// let jobs = Namespace::etcd(&cluster, "tenants/acme/");
+    /// # drop(jobs);
+    /// # Ok::<(), wasmlock::Error>(())
+    /// ```
+    #[cfg(feature = "etcd")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
+    pub fn etcd(cluster: &crate::etcd::Cluster, prefix: impl Into<String>) -> Namespace {
+        Namespace {
+            space: Space::Etcd {
+                cluster: cluster.clone(),
+                prefix: prefix.into(),
+            },
+        }
+    }
+
+    /// Which kind of lock keys open in a directory (OS by default); an etcd
+    /// namespace has one kind only.
+    // Without the `etcd` feature there is one kind of space only.
+    #[allow(irrefutable_let_patterns)]
     pub fn kind(mut self, kind: Kind) -> Namespace {
-        self.kind = kind;
+        if let Space::Directory { kind: k, .. } = &mut self.space {
+            *k = kind;
+        }
         self
     }
 
-    pub(crate) fn lock_kind(&self) -> Kind {
-        self.kind
+    /// The kind of file lock keys open; `None` for a cluster's locks, which
+    /// the embedder allowed by granting the namespace.
+    pub(crate) fn lock_kind(&self) -> Option<Kind> {
+        match &self.space {
+            Space::Directory { kind, .. } => Some(*kind),
+            #[cfg(feature = "etcd")]
+            Space::Etcd { .. } => None,
+        }
     }
 
     /// The lock named `key`, shown in messages as `shown/<escaped key>`.
     pub(crate) fn lock(&self, shown: &str, key: &str) -> Result<FileLock> {
-        let file = format!("{}.lock", file_stem(shown, key)?);
-        self.dir
-            .shown_as(shown)
-            .builder(file)
-            .kind(self.kind)
-            .build()
+        let stem = escape_key(shown, key)?;
+        match &self.space {
+            Space::Directory { dir, kind } => dir
+                .shown_as(shown)
+                .builder(format!("{stem}.lock"))
+                .kind(*kind)
+                .build(),
+            #[cfg(feature = "etcd")]
+            Space::Etcd { cluster, prefix } => {
+                cluster.lock_for_guest(&format!("{prefix}{stem}"), Path::new(shown).join(key))
+            }
+        }
     }
 
     /// The semaphore named `key` with `slots` permits.
     pub(crate) fn semaphore(&self, shown: &str, key: &str, slots: usize) -> Result<Semaphore> {
-        self.dir
-            .shown_as(shown)
-            .semaphore(&file_stem(shown, key)?, slots)
+        let stem = escape_key(shown, key)?;
+        match &self.space {
+            Space::Directory { dir, .. } => dir.shown_as(shown).semaphore(&stem, slots),
+            #[cfg(feature = "etcd")]
+            Space::Etcd { .. } => Err(Error::new(
+                ErrorKind::Unsupported,
+                Path::new(shown).join(key),
+            )
+            .with_detail("a cluster namespace has no semaphores")),
+        }
     }
 }
 
-/// The escaped file name (without suffix) of `key`.
-fn file_stem(shown: &str, key: &str) -> Result<String> {
+/// `key` escaped to one plain file name (without suffix), or one etcd
+/// lock name without `/`.
+fn escape_key(shown: &str, key: &str) -> Result<String> {
     let refuse = |detail: &str| {
         Err(
             Error::new(ErrorKind::InvalidPath, Path::new(shown).join(key))
@@ -107,22 +176,22 @@ fn file_stem(shown: &str, key: &str) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::file_stem;
+    use super::escape_key;
 
     #[test]
     fn keys_become_one_plain_file_name() {
-        assert_eq!(file_stem("ns", "job-1_a").unwrap(), "job-1_a");
+        assert_eq!(escape_key("ns", "job-1_a").unwrap(), "job-1_a");
         assert_eq!(
-            file_stem("ns", "../etc/passwd").unwrap(),
+            escape_key("ns", "../etc/passwd").unwrap(),
             "%2E%2E%2Fetc%2Fpasswd"
         );
-        assert_eq!(file_stem("ns", ".hidden").unwrap(), "%2Ehidden");
-        assert_eq!(file_stem("ns", "a%2E").unwrap(), "a%252%45");
-        assert_eq!(file_stem("ns", "ü").unwrap(), "%C3%BC");
-        assert_eq!(file_stem("ns", "Job").unwrap(), "%4Aob");
-        assert!(file_stem("ns", "").is_err());
-        assert!(file_stem("ns", &"x".repeat(232)).is_ok());
-        assert!(file_stem("ns", &"x".repeat(233)).is_err());
-        assert!(file_stem("ns", &"/".repeat(78)).is_err());
+        assert_eq!(escape_key("ns", ".hidden").unwrap(), "%2Ehidden");
+        assert_eq!(escape_key("ns", "a%2E").unwrap(), "a%252%45");
+        assert_eq!(escape_key("ns", "ü").unwrap(), "%C3%BC");
+        assert_eq!(escape_key("ns", "Job").unwrap(), "%4Aob");
+        assert!(escape_key("ns", "").is_err());
+        assert!(escape_key("ns", &"x".repeat(232)).is_ok());
+        assert!(escape_key("ns", &"x".repeat(233)).is_err());
+        assert!(escape_key("ns", &"/".repeat(78)).is_err());
     }
 }

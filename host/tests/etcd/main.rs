@@ -2,11 +2,13 @@
 //! with `etcdctl lock`, waits that end early, and what failures do to a
 //! hold (killed, stopped and cut-off holders, revoked leases).
 
+mod cli;
 #[path = "../common/mod.rs"]
 mod common;
 mod failures;
 mod harness;
 mod proxy;
+mod review;
 mod waits;
 
 use std::time::{Duration, Instant};

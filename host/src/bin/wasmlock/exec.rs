@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::IsTerminal;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use wasmlock::{ErrorKind, FileLock, LockGuard, Mode, Wait};
 
+use crate::remote::{self, EtcdArgs};
 use crate::{describe, duration, status, sys};
+use wasmlock::etcd::Cluster;
 
 /// Run COMMAND while holding a lock on FILE, like flock(1).
 ///
@@ -26,7 +28,8 @@ use crate::{describe, duration, status, sys};
 /// a usage error; 65 for a file descriptor that is not open or another lock
 /// error; 66 if the lock file cannot be opened (73 on a read-only or full
 /// file system); 69 if the command cannot be started; 71 if the system ran
-/// out of resources. All as flock(1) has them.
+/// out of resources. All as flock(1) has them. With --etcd: 68 if the
+/// cluster cannot be reached, 75 if the lock was lost while the command ran.
 #[derive(Args)]
 #[command(
     version,
@@ -37,7 +40,8 @@ use crate::{describe, duration, status, sys};
     wasmlock exec -w 2.5 -E 75 app.lock -c 'make all'     wait 2.5 s at most; status 75 if that ran out\n  \
     wasmlock exec -s db.lock ./read-report                a shared lock: readers run together\n  \
     ( wasmlock exec -n 9 || exit 1; ./critical ) 9>app.lock   lock a descriptor of the shell\n  \
-    wasmlock exec --soft /shared/nfs/job.lock ./job      a marker file, as py-filelock's SoftFileLock"
+    wasmlock exec --soft /shared/nfs/job.lock ./job      a marker file, as py-filelock's SoftFileLock\n  \
+    wasmlock exec --etcd http://10.0.0.5:2379 -w 10s jobs/nightly ./nightly.sh   across machines; $WASMLOCK_FENCE set"
 )]
 pub(crate) struct ExecArgs {
     /// Take a shared (reader) lock.
@@ -71,6 +75,12 @@ pub(crate) struct ExecArgs {
     /// Say how long getting the lock took and what runs; report a wait for a holder.
     #[arg(long)]
     verbose: bool,
+    #[command(flatten)]
+    remote: EtcdArgs,
+    /// With --etcd: if the lock is lost while the command runs, let it
+    /// run on (the status is still 75) instead of sending it SIGTERM.
+    #[arg(long, requires = "etcd")]
+    keep_running: bool,
     /// FILE COMMAND [ARG...], FILE -c COMMAND, or FD.
     #[arg(
         required = true,
@@ -117,6 +127,10 @@ pub(crate) fn main(args: ExecArgs) -> ExitCode {
 }
 
 fn exec(args: &ExecArgs) -> Result<u8, Exit> {
+    if let Some(cluster) = args.remote.cluster() {
+        let cluster = cluster.map_err(|e| Exit::new(status::USAGE, e))?;
+        return exec_remote(args, &cluster);
+    }
     match target(&args.args)? {
         Target::Fd(fd) => lock_fd(args, fd),
         Target::Path(path, command) if args.soft => {
@@ -153,6 +167,33 @@ fn exec(args: &ExecArgs) -> Result<u8, Exit> {
             std::process::exit(code.into());
         }
     }
+}
+
+/// `exec --etcd`: NAME COMMAND with a lock in the cluster.
+fn exec_remote(args: &ExecArgs, cluster: &Cluster) -> Result<u8, Exit> {
+    let usage = |message: &str| Exit::new(status::USAGE, message);
+    let (name, command) = match target(&args.args)? {
+        Target::Path(name, command) => (name, command),
+        Target::Fd(_) => return Err(usage("--etcd needs a lock name and a command")),
+    };
+    if args.shared || args.unlock || args.soft || args.no_fork {
+        return Err(usage(
+            "--etcd locks are exclusive and held by this process: no -s, -u, -F or --soft",
+        ));
+    }
+    let name = name
+        .to_str()
+        .ok_or_else(|| usage("an etcd lock name is UTF-8"))?;
+    let lock = cluster.lock(name).map_err(|e| lock_error(args, &e))?;
+    let guard = acquire(args, &lock)?;
+    let code = remote::run_holding(&guard, &command, args.keep_running, args.verbose)
+        .map_err(|(status, message)| Exit::new(status, message));
+    if let Err(e) = guard.unlock()
+        && code.is_ok()
+    {
+        return Err(lock_error(args, &e));
+    }
+    code
 }
 
 fn target(args: &[OsString]) -> Result<Target, Exit> {
@@ -278,6 +319,9 @@ fn acquire<'a>(args: &ExecArgs, lock: &'a FileLock) -> Result<LockGuard<'a>, Exi
 
 /// The status for a lock that was not obtained, and its message.
 fn lock_error(args: &ExecArgs, e: &wasmlock::Error) -> Exit {
+    if let Some(status) = remote::failure_status(e) {
+        return Exit::new(status, e.to_string());
+    }
     match e.kind() {
         // flock(1) says nothing about a conflict unless asked to.
         ErrorKind::WouldBlock | ErrorKind::Timeout => Exit {
@@ -360,9 +404,5 @@ fn run(args: &ExecArgs, command: &[OsString], inherit: Option<RawFd>) -> Result<
         return Err(failed(cmd.exec()));
     }
     let exit = cmd.status().map_err(failed)?;
-    Ok(match (exit.code(), exit.signal()) {
-        (Some(code), _) => code as u8,
-        (None, Some(signal)) => (128 + signal) as u8,
-        (None, None) => status::OSERR,
-    })
+    Ok(sys::exit_status(Ok(exit)))
 }

@@ -6,19 +6,24 @@ use std::process::ExitCode;
 use clap::Args;
 use wasmlock::{ErrorKind, FileLock, Kind};
 
+use crate::remote::EtcdArgs;
 use crate::status;
+use wasmlock::etcd::Cluster;
 
 /// Show whether LOCKFILE is held, and by whom. Exits 0 if free, 1 if held.
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
     wasmlock status /var/lock/cron.lock          a kernel lock: free, or held by pid N\n  \
     wasmlock status --soft build/.lock           a marker file: pid, host and since when\n  \
-    wasmlock status app.lock || echo busy        the status tells it to scripts")]
+    wasmlock status app.lock || echo busy        the status tells it to scripts\n  \
+    wasmlock status --etcd http://10.0.0.5:2379 jobs/nightly   lease, fence, pid, host, since")]
 pub(crate) struct StatusArgs {
     /// Read it as a soft lock (marker file).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "etcd")]
     soft: bool,
-    /// The lock file.
+    #[command(flatten)]
+    remote: EtcdArgs,
+    /// The lock file (with --etcd: the lock's name).
     lockfile: PathBuf,
 }
 
@@ -31,7 +36,9 @@ pub(crate) struct BreakArgs {
     /// Break it even if its holder is alive.
     #[arg(long)]
     force: bool,
-    /// The marker file.
+    #[command(flatten)]
+    remote: EtcdArgs,
+    /// The marker file (with --etcd: the lock's name).
     lockfile: PathBuf,
 }
 
@@ -43,7 +50,32 @@ fn failed(e: &wasmlock::Error) -> ExitCode {
     })
 }
 
+/// The cluster and lock name of `--etcd` subcommands.
+fn remote(args: &EtcdArgs, name: &std::path::Path) -> Option<Result<(Cluster, String), ExitCode>> {
+    let cluster = args.cluster()?;
+    Some(
+        cluster
+            .and_then(|c| {
+                Ok((
+                    c,
+                    name.to_str()
+                        .ok_or("an etcd lock name is UTF-8")?
+                        .to_owned(),
+                ))
+            })
+            .map_err(|e| {
+                eprintln!("wasmlock: {e}");
+                ExitCode::from(status::USAGE)
+            }),
+    )
+}
+
 pub(crate) fn status(args: StatusArgs) -> ExitCode {
+    match remote(&args.remote, &args.lockfile) {
+        Some(Ok((cluster, name))) => return crate::remote::status(&cluster, &name),
+        Some(Err(code)) => return code,
+        None => {}
+    }
     let kind = if args.soft { Kind::Soft } else { Kind::Os };
     let path = &args.lockfile;
     let lock = match FileLock::builder(path).kind(kind).build() {
@@ -60,21 +92,40 @@ pub(crate) fn status(args: StatusArgs) -> ExitCode {
     }
     let mut line = format!("{}: held", path.display());
     if let Ok(Some(h)) = lock.holder() {
-        if let Some(pid) = h.pid {
-            line.push_str(&format!(" by pid {pid}"));
-        }
-        if let Some(host) = h.host {
-            line.push_str(&format!(" on {host}"));
-        }
-        if let Some(since) = h.since.and_then(|t| t.elapsed().ok()) {
-            line.push_str(&format!(" for {:.1}s", since.as_secs_f64()));
-        }
+        line.push_str(&held_by(&h));
     }
     println!("{line}");
     ExitCode::from(1)
 }
 
+/// What is known of a holder, as `status` prints it: ` under lease L with
+/// fence F by pid P on HOST for S`.
+pub(crate) fn held_by(h: &wasmlock::Holder) -> String {
+    let mut line = String::new();
+    if let Some(lease) = h.lease {
+        line.push_str(&format!(" under lease {lease:x}"));
+    }
+    if let Some(fence) = h.fence {
+        line.push_str(&format!(" with fence {fence}"));
+    }
+    if let Some(pid) = h.pid {
+        line.push_str(&format!(" by pid {pid}"));
+    }
+    if let Some(host) = &h.host {
+        line.push_str(&format!(" on {host}"));
+    }
+    if let Some(since) = h.since.and_then(|t| t.elapsed().ok()) {
+        line.push_str(&format!(" for {:.1}s", since.as_secs_f64()));
+    }
+    line
+}
+
 pub(crate) fn break_lock(args: BreakArgs) -> ExitCode {
+    match remote(&args.remote, &args.lockfile) {
+        Some(Ok((cluster, name))) => return crate::remote::break_lock(&cluster, &name, args.force),
+        Some(Err(code)) => return code,
+        None => {}
+    }
     let path = &args.lockfile;
     let lock = match FileLock::builder(path).soft().build() {
         Ok(l) => l,

@@ -4,6 +4,7 @@
 mod duration;
 mod exec;
 mod inspect;
+mod remote;
 mod run;
 mod sys;
 
@@ -21,12 +22,16 @@ mod status {
     pub(crate) const DATAERR: u8 = 65;
     /// The lock file could not be opened.
     pub(crate) const NOINPUT: u8 = 66;
+    /// The lock service (an etcd cluster) could not be reached.
+    pub(crate) const NOHOST: u8 = 68;
     /// The command could not be started.
     pub(crate) const UNAVAILABLE: u8 = 69;
     /// The system ran out of something (memory, file descriptors, locks).
     pub(crate) const OSERR: u8 = 71;
     /// The lock file could not be created (read-only file system, disk full).
     pub(crate) const CANTCREAT: u8 = 73;
+    /// The lock was lost while the command ran (an etcd lease expired).
+    pub(crate) const TEMPFAIL: u8 = 75;
 }
 
 #[derive(Parser)]

@@ -10,6 +10,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
+use crate::remote::EtcdArgs;
 use crate::{describe, duration, status};
 
 /// Run a WASI command component with WASI and the wasmlock:lock interface linked.
@@ -21,7 +22,8 @@ use crate::{describe, duration, status};
     wasmlock run --dir ./data::/data counter.wasm             the plugin sees ./data as /data\n  \
     wasmlock run --dir ./cfg::/cfg::ro --max-wait 30s p.wasm  read-only; no wait past 30 s\n  \
     wasmlock run --allow-break --dir .::/work tool.wasm -- --verbose   arguments for the plugin\n  \
-    wasmlock run --namespace jobs=/var/lock/jobs --max-hold 10m worker.wasm   named locks, no directory")]
+    wasmlock run --namespace jobs=/var/lock/jobs --max-hold 10m worker.wasm   named locks, no directory\n  \
+    wasmlock run --etcd http://10.0.0.5:2379 --namespace jobs=acme/ worker.wasm   named locks across machines")]
 pub(crate) struct RunArgs {
     /// Grant a host directory to the plugin as HOST::GUEST (read-write), or HOST::GUEST::ro.
     #[arg(long = "dir", value_name = "HOST::GUEST")]
@@ -38,9 +40,11 @@ pub(crate) struct RunArgs {
     /// Let the plugin break any soft lock, a live holder's too.
     #[arg(long)]
     allow_force_break: bool,
-    /// Grant a namespace of named locks as NAME=HOST_DIR: key K is the lock file HOST_DIR/K.lock (escaped); the plugin never sees HOST_DIR.
-    #[arg(long = "namespace", value_name = "NAME=HOST_DIR")]
+    /// Grant a namespace of named locks as NAME=HOST_DIR: key K is the lock file HOST_DIR/K.lock (escaped); the plugin never sees HOST_DIR. With --etcd: NAME=PREFIX, key K is the etcd lock PREFIX+K (escaped).
+    #[arg(long = "namespace", value_name = "NAME=HOST_DIR|PREFIX")]
     namespaces: Vec<String>,
+    #[command(flatten)]
+    remote: EtcdArgs,
     /// The component (.wasm).
     plugin: PathBuf,
     /// Arguments for the plugin.
@@ -73,9 +77,11 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
         allow_break,
         allow_force_break,
         namespaces,
+        remote,
         plugin,
         args,
     } = args;
+    let cluster = remote.cluster().transpose()?;
     let engine = Engine::default();
     let component = Component::from_file(&engine, &plugin)
         .map_err(|e| format!("{}: cannot load component: {e}", plugin.display()))?;
@@ -119,11 +125,17 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
         locks = locks.max_hold(max);
     }
     for spec in &namespaces {
-        let Some((name, dir)) = spec.split_once('=') else {
-            return Err(format!("--namespace {spec:?}: expected NAME=HOST_DIR"));
+        let Some((name, place)) = spec.split_once('=') else {
+            return Err(format!(
+                "--namespace {spec:?}: expected NAME=HOST_DIR or, with --etcd, NAME=PREFIX"
+            ));
         };
-        let backend =
-            Namespace::directory(dir).map_err(|e| format!("--namespace {spec:?}: {e}"))?;
+        let backend = match &cluster {
+            Some(cluster) => Namespace::etcd(cluster, place),
+            None => {
+                Namespace::directory(place).map_err(|e| format!("--namespace {spec:?}: {e}"))?
+            }
+        };
         locks = locks.namespace(name, backend);
     }
     let mut store = Store::new(&engine, WasiLockHost::new(wasi.build(), locks.build()));

@@ -127,3 +127,20 @@ pub(crate) fn default_sigchld() {
     // SAFETY: restores the default disposition of one signal.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
 }
+
+/// Asks the process `pid` to end (SIGTERM).
+pub(crate) fn terminate(pid: u32) {
+    // SAFETY: sends a signal; no memory is involved.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+}
+
+/// A command's exit as `flock(1)` reports it: its status, 128+N if signal N
+/// killed it.
+pub(crate) fn exit_status(exit: io::Result<std::process::ExitStatus>) -> u8 {
+    use std::os::unix::process::ExitStatusExt;
+    match exit.map(|e| (e.code(), e.signal())) {
+        Ok((Some(code), _)) => code as u8,
+        Ok((None, Some(signal))) => (128 + signal) as u8,
+        _ => status::OSERR,
+    }
+}
