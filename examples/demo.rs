@@ -1,19 +1,27 @@
 //! The wasmlock demo: several OS processes, each hosting several instances
 //! of the counter plugin (a WebAssembly component), all incrementing one
 //! counter file — once through `wasmlock:lock`, once without a lock.
+//! With `--etcd URL` the plugins lock through a namespace their hosts grant
+//! in that etcd cluster instead of a lock file.
 //!
 //! ```text
-//! cargo run --release --example demo -- [--soft] [--procs N] [--instances N] [--iters N]
+//! cargo run --release --example demo -- [--soft | --etcd URL] [--procs N] [--instances N] [--iters N]
 //! ```
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use wasmlock::etcd::Cluster;
+use wasmlock::{Namespace, WasmLockCtx};
 use wasmlock_tests::{COUNTER_PLUGIN, Guest, Runtime};
+
+/// What the plugins' hosts prefix the namespace's keys with in etcd.
+const ETCD_PREFIX: &str = "wasmlock-demo/";
 
 struct Options {
     soft: bool,
+    etcd: Option<String>,
     procs: usize,
     instances: usize,
     iters: u64,
@@ -22,6 +30,7 @@ struct Options {
 fn parse() -> Result<(Options, Option<(PathBuf, bool)>), String> {
     let mut o = Options {
         soft: false,
+        etcd: None,
         procs: 4,
         instances: 4,
         iters: 250,
@@ -37,6 +46,7 @@ fn parse() -> Result<(Options, Option<(PathBuf, bool)>), String> {
         };
         match a.as_str() {
             "--soft" => o.soft = true,
+            "--etcd" => o.etcd = Some(args.next().ok_or("--etcd needs a URL")?),
             "--procs" => o.procs = num("--procs")? as usize,
             "--instances" => o.instances = num("--instances")? as usize,
             "--iters" => o.iters = num("--iters")?,
@@ -46,11 +56,16 @@ fn parse() -> Result<(Options, Option<(PathBuf, bool)>), String> {
                 worker = Some((PathBuf::from(dir), locked));
             }
             "-h" | "--help" => {
-                println!("usage: demo [--soft] [--procs N] [--instances N] [--iters N]");
+                println!(
+                    "usage: demo [--soft | --etcd URL] [--procs N] [--instances N] [--iters N]"
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
+    }
+    if o.soft && o.etcd.is_some() {
+        return Err("--soft and --etcd choose different locks: give one".into());
     }
     Ok((o, worker))
 }
@@ -60,6 +75,12 @@ fn work(o: &Options, dir: &Path, locked: bool) -> wasmtime::Result<()> {
     let tokio = tokio::runtime::Runtime::new()?;
     let rt = Runtime::new()?;
     rt.component(Path::new(COUNTER_PLUGIN))?; // compile before the clock starts
+    // One connection (and lease) for every instance this process hosts.
+    let cluster = o
+        .etcd
+        .as_ref()
+        .map(|url| Cluster::connect([url]))
+        .transpose()?;
     let start = Instant::now();
     tokio.block_on(async {
         let mut args = vec!["/data/counter".to_string(), o.iters.to_string()];
@@ -69,10 +90,17 @@ fn work(o: &Options, dir: &Path, locked: bool) -> wasmtime::Result<()> {
         if o.soft {
             args.push("--soft".into());
         }
+        if cluster.is_some() {
+            args.extend(["--namespace".into(), "counter".into()]);
+        }
         let rt = &rt;
         let runs = (0..o.instances).map(|_| {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let guest = Guest::new(COUNTER_PLUGIN, dir, &args);
+            let mut guest = Guest::new(COUNTER_PLUGIN, dir, &args);
+            if let Some(cluster) = &cluster {
+                let counter = Namespace::etcd(cluster, ETCD_PREFIX);
+                guest.locks = WasmLockCtx::builder().namespace("counter", counter);
+            }
             async move { rt.run(guest).await }
         });
         for outcome in futures_join(runs).await {
@@ -130,6 +158,9 @@ fn round(o: &Options, locked: bool) -> Result<(u64, Duration), Box<dyn std::erro
         if o.soft {
             cmd.arg("--soft");
         }
+        if let Some(url) = &o.etcd {
+            cmd.args(["--etcd", url]);
+        }
         cmd.arg("--worker")
             .arg(dir.path())
             .arg(if locked { "locked" } else { "unlocked" });
@@ -180,12 +211,14 @@ fn main() {
         }
     };
     let expected = (o.procs * o.instances) as u64 * o.iters;
+    let kind = match (&o.etcd, o.soft) {
+        (Some(_), _) => "etcd",
+        (None, true) => "soft",
+        (None, false) => "os",
+    };
     println!(
-        "{} processes x {} plugin instances x {} increments of one counter file ({} lock)\n",
-        o.procs,
-        o.instances,
-        o.iters,
-        if o.soft { "soft" } else { "os" }
+        "{} processes x {} plugin instances x {} increments of one counter file ({kind} lock)\n",
+        o.procs, o.instances, o.iters,
     );
     println!(
         "{:<16} {:>9} {:>9} {:>10} {:>14}",

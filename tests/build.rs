@@ -1,14 +1,23 @@
-//! Builds the guest components the tests and the demo run, as wasmtime's own
+//! Generates the benchmark's raw etcd client, and builds the guest
+//! components the tests and the demo run, as wasmtime's own
 //! test-programs do: a nested `cargo build --target wasm32-wasip2` into a
 //! target directory of its own (so it does not wait for the outer build's lock).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+#[path = "../host/build/protoc.rs"]
+mod protoc;
+
 const GUESTS: &[&str] = &["counter-plugin", "probe"];
 const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
+    // The benchmark's baseline: etcd's own lock service (and its leases).
+    protoc::compile_clients(
+        &["proto/v3lock.proto", "../host/proto/etcd.proto"],
+        &["proto", "../host/proto"],
+    );
     ensure_target();
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest.parent().unwrap().to_path_buf();

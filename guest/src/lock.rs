@@ -201,7 +201,8 @@ impl Guard {
     }
 
     /// Whether the hold ended without a release: its soft marker was
-    /// removed by someone else, or the host's maximum hold time ran out.
+    /// removed by someone else, a lock service's lease or key was lost, or
+    /// the host's maximum hold time ran out.
     pub fn is_lost(&self) -> bool {
         self.raw.status() == types::HoldStatus::Lost
     }

@@ -30,9 +30,53 @@ pub fn bump(counter: &Path) -> std::io::Result<()> {
     std::fs::write(counter, format!("{}\n", n + 1))
 }
 
+/// The number in a counter file.
+pub fn read_counter(counter: &Path) -> u32 {
+    let text = std::fs::read_to_string(counter).unwrap();
+    text.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("counter {}: {text:?}: {e}", counter.display()))
+}
+
 #[path = "../../host/tests/common/ci.rs"]
 mod ci;
 pub use ci::{in_ci, require};
+
+/// A real etcd started for a test (the host tests' harness).
+#[path = "../../host/tests/etcd/harness.rs"]
+pub mod etcd;
+
+/// `n` processes running `program` with `args` (the counter processes of
+/// the mixed load tests).
+pub fn spawn_each(n: u32, program: &str, args: &[&std::ffi::OsStr]) -> Vec<std::process::Child> {
+    (0..n)
+        .map(|_| {
+            std::process::Command::new(program)
+                .args(args)
+                .spawn()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// A shell loop that bumps `counter` `n` times, each time under the lock
+/// `lock` taken by `locker LOCK COMMAND...` (`flock`, `wasmlock exec`,
+/// `etcdctl lock`); it exits non-zero at the first failure.
+pub fn shell_loop(locker: &[&str], lock: &str, counter: &Path, n: u32) -> std::process::Child {
+    let script = counter.with_extension("sh");
+    std::fs::write(&script, "n=$(cat \"$1\"); echo $((n+1)) > \"$1\"\n").unwrap();
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "i=0; while [ $i -lt {n} ]; do {} \"$0\" sh \"$1\" \"$2\" || exit 1; i=$((i+1)); done",
+            locker.join(" ")
+        ))
+        .arg(lock)
+        .arg(&script)
+        .arg(counter)
+        .spawn()
+        .unwrap()
+}
 
 /// A binary of this workspace's build (`wasmlock`, `wasmlock-counter`, ...),
 /// next to the test executables. `None` (with a note) when it was not built,

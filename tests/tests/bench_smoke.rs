@@ -28,6 +28,10 @@ fn every_benchmark_scenario_runs_and_reports() {
             "no figure for scenario {scenario}:\n{stdout}"
         );
     }
+    if !figures.iter().any(|f| f["scenario"] == 7) {
+        // Skipped for want of etcd: a failure in CI, a note elsewhere.
+        wasmlock_tests::require(false, "etcd for scenario 7");
+    }
     for f in figures {
         let value = f["value"].as_f64().unwrap();
         assert!(value.is_finite() && value >= 0.0, "{f}");
@@ -43,5 +47,11 @@ fn every_benchmark_scenario_runs_and_reports() {
     assert_eq!(served["met"], true, "not every waiter was served: {served}");
     let order = figure("not served exactly once in FIFO order");
     assert_eq!(order["value"], 0.0, "{order}");
+    // Counted by etcd, not timed: an uncontended lock+unlock sends etcd no
+    // more requests than its own Lock and Unlock.
+    if figures.iter().any(|f| f["scenario"] == 7) {
+        let requests = figure("etcd requests per uncontended");
+        assert_eq!(requests["met"], true, "{requests}");
+    }
     assert!(report["machine"]["cpus"].as_u64().unwrap() >= 1);
 }

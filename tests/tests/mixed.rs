@@ -3,37 +3,21 @@
 //! `flock(1)` shell loop and a `wasmlock exec` shell loop. Not one update
 //! may be lost.
 
-use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
 use wasmlock::FileLock;
-use wasmlock_tests::{COUNTER_PLUGIN, Guest, Runtime, bump, require, workspace_binary};
+use wasmlock_tests::{
+    COUNTER_PLUGIN, Guest, Runtime, bump, read_counter, require, shell_loop, spawn_each,
+    workspace_binary,
+};
 
 fn have_flock() -> bool {
     require(
         Command::new("flock").arg("--version").output().is_ok(),
         "flock(1)",
     )
-}
-
-/// A shell loop that bumps the counter `n` times, each time under
-/// `locker LOCKFILE` (`flock`, `wasmlock exec`).
-fn shell_loop(locker: &[&str], lock: &Path, counter: &Path, n: u32) -> Child {
-    let script = counter.with_extension("sh");
-    std::fs::write(&script, "n=$(cat \"$1\"); echo $((n+1)) > \"$1\"\n").unwrap();
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "i=0; while [ $i -lt {n} ]; do {} \"$0\" sh \"$1\" \"$2\" || exit 1; i=$((i+1)); done",
-            locker.join(" ")
-        ))
-        .arg(lock)
-        .arg(&script)
-        .arg(counter)
-        .spawn()
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,20 +37,21 @@ async fn natives_guests_threads_and_flock_1_lose_no_update() {
     let t = Instant::now();
 
     let (natives, native_n) = (3, 300);
-    let mut processes: Vec<Child> = (0..natives)
-        .map(|_| {
-            Command::new(env!("CARGO_BIN_EXE_wasmlock-counter"))
-                .arg(&lock)
-                .arg(&counter)
-                .arg(native_n.to_string())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let n = native_n.to_string();
+    let mut processes = spawn_each(
+        natives,
+        env!("CARGO_BIN_EXE_wasmlock-counter"),
+        &[lock.as_ref(), counter.as_ref(), n.as_ref()],
+    );
     let (flock_n, exec_n) = (100, 40);
-    processes.push(shell_loop(&["flock"], &lock, &counter, flock_n));
+    processes.push(shell_loop(
+        &["flock"],
+        lock.to_str().unwrap(),
+        &counter,
+        flock_n,
+    ));
     let exec = [cli.to_str().unwrap(), "exec"];
-    processes.push(shell_loop(&exec, &lock, &counter, exec_n));
+    processes.push(shell_loop(&exec, lock.to_str().unwrap(), &counter, exec_n));
 
     let (threads, thread_n) = (2, 200);
     let native_threads: Vec<_> = (0..threads)
@@ -107,12 +92,7 @@ async fn natives_guests_threads_and_flock_1_lose_no_update() {
     }
 
     let total = natives * native_n + flock_n + exec_n + threads * thread_n + guests * guest_n;
-    let got: u32 = std::fs::read_to_string(&counter)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert_eq!(got, total, "updates were lost");
+    assert_eq!(read_counter(&counter), total, "updates were lost");
     eprintln!(
         "mixed: {natives} native processes x {native_n}, {guests} guests x {guest_n}, \
          {threads} threads x {thread_n}, flock(1) x {flock_n}, wasmlock exec x {exec_n}: \

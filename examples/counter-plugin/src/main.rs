@@ -3,13 +3,17 @@
 //! show the lost updates.
 //!
 //! ```text
-//! counter-plugin COUNTER_FILE N [--no-lock] [--soft]
+//! counter-plugin COUNTER_FILE N [--no-lock] [--soft] [--namespace NAME]
 //! ```
+//!
+//! The lock is the file `COUNTER_FILE.lock`, or with `--namespace` the key
+//! `counter` in the namespace the host granted as NAME (a directory of lock
+//! files, or an etcd cluster: the plugin cannot tell).
 //!
 //! Build: `cargo build --target wasm32-wasip2 -p counter-plugin`.
 //! Run:   `wasmlock run --dir /tmp/shared::/data counter_plugin.wasm -- /data/counter 1000`
 
-use wasmlock_guest::{Kind, Lock};
+use wasmlock_guest::{Kind, Lock, Namespace};
 
 fn bump(path: &str) -> std::io::Result<()> {
     let n: u64 = std::fs::read_to_string(path)?.trim().parse().unwrap_or(0);
@@ -19,7 +23,9 @@ fn bump(path: &str) -> std::io::Result<()> {
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [counter, n, flags @ ..] = args.as_slice() else {
-        return Err("usage: counter-plugin COUNTER_FILE N [--no-lock] [--soft]".into());
+        return Err(
+            "usage: counter-plugin COUNTER_FILE N [--no-lock] [--soft] [--namespace NAME]".into(),
+        );
     };
     let n: u64 = n.parse()?;
     let locked = !flags.iter().any(|f| f == "--no-lock");
@@ -28,7 +34,15 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         Kind::Os
     };
-    let lock = Lock::open_kind(&format!("{counter}.lock"), kind)?;
+    let namespace = flags
+        .iter()
+        .position(|f| f == "--namespace")
+        .map(|i| flags.get(i + 1).ok_or("--namespace needs a name"))
+        .transpose()?;
+    let lock = match namespace {
+        Some(name) => Namespace::get(name)?.lock("counter")?,
+        None => Lock::open_kind(&format!("{counter}.lock"), kind)?,
+    };
     for _ in 0..n {
         if locked {
             let _guard = lock.lock()?;

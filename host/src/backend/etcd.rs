@@ -208,17 +208,19 @@ impl Backend for EtcdBackend {
     }
 
     fn lost(&self) -> bool {
-        self.grant
-            .lock()
-            .unwrap()
-            .as_ref()
-            .is_some_and(Grant::is_lost)
+        self.grant.lock().unwrap().as_ref().is_some_and(|g| {
+            g.watch(&self.session);
+            g.is_lost()
+        })
     }
 
     fn lost_signal(&self) -> Option<LostFuture> {
         let grant = self.grant.lock().unwrap();
         Some(match grant.as_ref() {
-            Some(g) => Box::pin(g.lost()),
+            Some(g) => {
+                g.watch(&self.session);
+                Box::pin(g.lost())
+            }
             // Released: it can no longer be lost.
             None => Box::pin(std::future::pending()),
         })

@@ -18,7 +18,12 @@ use super::rpc::range_request::SortOrder;
 use super::rpc::watch_client::WatchClient;
 use super::rpc::watch_request::RequestUnion;
 use super::rpc::{self, RangeRequest, TxnRequest, WatchCreateRequest, WatchRequest};
-use super::session::{Connection, Failure, Lease};
+use super::session::{Connection, Failure, Lease, Session};
+
+/// How many keys a put's look returns with it: the head of the queue is
+/// the first that is not a nested lock's (nested names are rare; when all
+/// of them are, a full look follows).
+const LOOK: i64 = 8;
 
 /// One grant of a lock: this session's key, at the head of the name's queue.
 pub(crate) struct Grant {
@@ -30,21 +35,45 @@ pub(crate) struct Grant {
     deleted: Arc<AtomicBool>,
     /// Notified when `deleted` is set.
     on_deleted: Arc<Notify>,
-    watch: tokio::task::AbortHandle,
+    conn: Arc<Connection>,
+    /// The watch that sets `deleted`, started by the first question whether
+    /// the hold was lost: a grant nobody asks about costs no watch, so an
+    /// uncontended lock+unlock is two round trips, as with etcd's own
+    /// `Lock` and `Unlock`. Begun late, it still sees a deletion from
+    /// before (it watches from the grant's revision on).
+    watch: std::sync::OnceLock<tokio::task::AbortHandle>,
 }
 
 impl Grant {
-    /// Whether the hold is gone without a release: the key deleted, or the
-    /// lease it lives under lost.
+    /// Whether the hold is known to be gone without a release: the key
+    /// deleted (once [`watch`](Self::watch) has seen it), or the lease it
+    /// lives under lost.
     pub(crate) fn is_lost(&self) -> bool {
         self.deleted.load(Ordering::Acquire) || self.lease.is_lost()
+    }
+
+    /// Starts watching the key on `session`'s runtime, once.
+    pub(crate) fn watch(&self, session: &Session) {
+        self.watch.get_or_init(|| {
+            session
+                .spawn(watch_own_key(
+                    self.conn.clone(),
+                    self.key.clone(),
+                    self.revision,
+                    self.deleted.clone(),
+                    self.on_deleted.clone(),
+                    self.lease.clone(),
+                ))
+                .abort_handle()
+        });
     }
 }
 
 impl Grant {
     /// Returns once the hold is lost: the key's deletion and the lease's
-    /// loss are pushed (a watch, the keep-alive task at the lease's
-    /// deadline), nothing is polled.
+    /// loss are pushed (the [`watch`](Self::watch), which the caller
+    /// starts; the keep-alive task at the lease's deadline), nothing is
+    /// polled.
     pub(crate) fn lost(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let (deleted, on_deleted, lease) = (
             self.deleted.clone(),
@@ -72,7 +101,9 @@ impl Grant {
 
 impl Drop for Grant {
     fn drop(&mut self) {
-        self.watch.abort();
+        if let Some(watch) = self.watch.get() {
+            watch.abort();
+        }
     }
 }
 
@@ -136,13 +167,14 @@ pub(crate) async fn acquire(
         let key = own_key(&prefix, &lease);
         let mut put = Put {
             session: &session,
+            prefix: &prefix,
             key: &key,
             lease: &lease,
             mine: Mine::Absent,
             leftover: &leftover,
         };
-        let revision = match put.put(&value).await {
-            Ok(revision) => revision,
+        let (revision, head) = match put.put(&value).await {
+            Ok(queued) => queued,
             // Revoked, though its keep-alives have not said so yet.
             Err(Failure::NoLease) => {
                 put.mine = Mine::Absent;
@@ -151,28 +183,25 @@ pub(crate) async fn acquire(
             }
             Err(e) => return Err(e),
         };
-        match wait_first(&session, &prefix, &key, revision, &lease, wait, &stop).await? {
+        let ahead = match head {
+            Head::Mine => Ahead::First,
+            Head::Other if !wait => Ahead::GaveUp,
+            Head::Other | Head::Unknown => {
+                wait_first(&session, &prefix, &key, revision, &lease, wait, &stop).await?
+            }
+        };
+        match ahead {
             Ahead::First => {
                 put.mine = Mine::Absent;
                 drop(put);
-                let deleted = Arc::new(AtomicBool::new(false));
-                let on_deleted = Arc::new(Notify::new());
-                let watch = tokio::spawn(watch_own_key(
-                    session.clone(),
-                    key.clone(),
-                    revision,
-                    deleted.clone(),
-                    on_deleted.clone(),
-                    lease.clone(),
-                ))
-                .abort_handle();
                 return Ok(Acquired::Held(Grant {
                     key,
                     revision,
                     lease,
-                    deleted,
-                    on_deleted,
-                    watch,
+                    deleted: Arc::default(),
+                    on_deleted: Arc::default(),
+                    conn: session,
+                    watch: std::sync::OnceLock::new(),
                 }));
             }
             Ahead::GaveUp => {
@@ -256,6 +285,8 @@ async fn delete(
 /// wait), and the next put waits for that.
 struct Put<'a> {
     session: &'a Arc<Connection>,
+    /// `NAME/`: what the put looks at.
+    prefix: &'a [u8],
     key: &'a [u8],
     lease: &'a Arc<Lease>,
     mine: Mine,
@@ -264,12 +295,21 @@ struct Put<'a> {
 
 impl Put<'_> {
     /// Puts the key, unless it exists already (then it is a leftover of this
-    /// session's: deleted first), and returns its create revision.
-    async fn put(&mut self, value: &[u8]) -> Result<i64, Failure> {
+    /// session's: deleted first), and returns its create revision and whose
+    /// key heads the queue, looked at in the same transaction (one round
+    /// trip for an uncontended lock, as etcd's Go client takes).
+    async fn put(&mut self, value: &[u8]) -> Result<(i64, Head), Failure> {
         loop {
             let txn = TxnRequest {
                 compare: vec![rpc::created_at(self.key, 0)],
-                success: vec![rpc::put_op(self.key, value.to_vec(), self.lease.id)],
+                success: vec![
+                    rpc::put_op(self.key, value.to_vec(), self.lease.id),
+                    rpc::range_op(RangeRequest {
+                        keys_only: true,
+                        limit: LOOK,
+                        ..rpc::by_create(self.prefix, SortOrder::Ascend, 0)
+                    }),
+                ],
                 failure: vec![rpc::range_op(rpc::get(self.key))],
             };
             self.mine = Mine::Unknown;
@@ -279,7 +319,16 @@ impl Put<'_> {
                 .await?;
             if done.succeeded {
                 self.mine = Mine::At(done.revision());
-                return Ok(done.revision());
+                let head = match done
+                    .range(1)
+                    .iter()
+                    .find(|kv| same_level(self.prefix, &kv.key))
+                {
+                    Some(kv) if kv.key == self.key => Head::Mine,
+                    Some(_) => Head::Other,
+                    None => Head::Unknown,
+                };
+                return Ok((done.revision(), head));
             }
             // Etcd's trap: a second put under the same lease would reuse the
             // key and its place, and two holds would share one grant.
@@ -327,6 +376,14 @@ pub(crate) fn same_level(prefix: &[u8], key: &[u8]) -> bool {
         .is_some_and(|rest| !rest.contains(&b'/'))
 }
 
+/// Whose key heads a lock's queue, as a put saw it.
+enum Head {
+    Mine,
+    Other,
+    /// Not among the keys the put looked at.
+    Unknown,
+}
+
 enum Ahead {
     First,
     GaveUp,
@@ -345,14 +402,25 @@ async fn wait_first(
 ) -> Result<Ahead, Failure> {
     let mut first_look = true;
     loop {
+        // Serializable: read from the member's own state, without a round
+        // of consensus (half a millisecond or more on every hand-off). A
+        // stale view cannot grant wrongly: a view that has our key has
+        // every key created before it, so if it shows none of them, each
+        // was deleted while our key was there, and we were first (if our
+        // key went after that, the hold was lost after it was granted, as
+        // any hold can be). A stale view can only make us wait again.
         let txn = TxnRequest {
             compare: vec![],
             success: vec![
                 rpc::range_op(RangeRequest {
                     keys_only: true,
+                    serializable: true,
                     ..rpc::by_create(prefix, SortOrder::Descend, revision - 1)
                 }),
-                rpc::range_op(rpc::get(key)),
+                rpc::range_op(RangeRequest {
+                    serializable: true,
+                    ..rpc::get(key)
+                }),
             ],
             failure: vec![],
         };
@@ -364,9 +432,16 @@ async fn wait_first(
             // Our key went while we waited: the lease expired or was revoked.
             return Ok(Ahead::LeaseLost);
         }
-        let Some(ahead) = seen.range(0).iter().find(|kv| same_level(prefix, &kv.key)) else {
+        let mut keys_ahead = seen
+            .range(0)
+            .iter()
+            .filter(|kv| same_level(prefix, &kv.key));
+        let Some(ahead) = keys_ahead.next() else {
             return Ok(Ahead::First);
         };
+        // No key can join those ahead of ours: once the last one goes, we
+        // are first, if ours is still there, which the same watch tells.
+        let last_ahead = keys_ahead.next().is_none();
         if first_look && !wait {
             return Ok(Ahead::GaveUp);
         }
@@ -382,8 +457,13 @@ async fn wait_first(
         if lease.is_lost() {
             return Ok(Ahead::LeaseLost);
         }
+        let watched = [key, &ahead.key[..]];
         tokio::select! {
-            deleted = deleted_after(session, &ahead.key, seen.revision()) => deleted?,
+            deleted = first_deleted(session, &watched, seen.revision()) => match deleted? {
+                Some(0) => return Ok(Ahead::LeaseLost),
+                Some(_) if last_ahead => return Ok(Ahead::First),
+                _ => {}
+            },
             () = &mut stopped => return Ok(Ahead::GaveUp),
             () = &mut lost => {}
         }
@@ -393,10 +473,32 @@ async fn wait_first(
 /// Returns once `key` has been deleted after `revision` (or the watch was
 /// cut short: the caller looks again either way).
 async fn deleted_after(session: &Connection, key: &[u8], revision: i64) -> Result<(), Failure> {
+    first_deleted(session, &[key], revision).await.map(drop)
+}
+
+/// Watches `keys` from after `revision` on, in one watch (one stream, so
+/// deletions come in the order they happened), and returns the index of the
+/// first of them deleted (the lowest index if several went at once), or
+/// `None` if the watch was cut short.
+async fn first_deleted(
+    session: &Connection,
+    keys: &[&[u8]],
+    revision: i64,
+) -> Result<Option<usize>, Failure> {
+    // One range from the lowest key to just past the highest: deletions of
+    // other keys in it (other waiters') are passed over.
+    let low = keys.iter().min().expect("a key to watch");
+    let high = keys.iter().max().expect("a key to watch");
+    let range_end = if keys.len() == 1 {
+        Vec::new()
+    } else {
+        [*high, &[0][..]].concat()
+    };
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     let create = WatchRequest {
         request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
-            key: key.to_vec(),
+            key: low.to_vec(),
+            range_end,
             start_revision: revision + 1,
             filters: vec![rpc::watch_create_request::FilterType::Noput as i32],
             ..Default::default()
@@ -409,15 +511,20 @@ async fn deleted_after(session: &Connection, key: &[u8], revision: i64) -> Resul
     loop {
         match events.message().await {
             Ok(Some(r)) => {
-                if r.canceled
-                    || r.events
-                        .iter()
-                        .any(|e| e.r#type == EventType::Delete as i32)
-                {
-                    return Ok(());
+                if r.canceled {
+                    return Ok(None);
+                }
+                let deleted = |key: &&[u8]| {
+                    r.events.iter().any(|e| {
+                        e.r#type == EventType::Delete as i32
+                            && e.kv.as_ref().is_some_and(|kv| kv.key == *key)
+                    })
+                };
+                if let Some(first) = keys.iter().position(deleted) {
+                    return Ok(Some(first));
                 }
             }
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(None),
             Err(s) => return Err(Failure::Unreachable(s.message().to_owned())),
         }
     }

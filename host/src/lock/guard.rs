@@ -132,7 +132,11 @@ macro_rules! guard_api {
 
             /// Whether the hold was taken away without a release: a soft
             /// lock's marker removed or replaced by someone else (a forced
-            /// break). Kernel locks cannot be lost.
+            /// break); an etcd lock's lease lost or its key deleted. Kernel
+            /// locks cannot be lost. An etcd hold starts watching its key
+            /// the first time it is asked (here or by [`lost`](Self::lost)),
+            /// so that holds nobody asks about cost no watch: a deletion is
+            /// known a round trip after the first question.
             ///
             /// ```
             /// use wasmlock::FileLock;

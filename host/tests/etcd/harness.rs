@@ -1,11 +1,13 @@
 //! A real etcd for the tests: Debian's `etcd-server` on free loopback ports
-//! with a data directory of its own, killed by pid when dropped.
+//! with a data directory of its own, killed by pid when dropped. (The
+//! workspace tests include this file too; both crates have `require` at
+//! their root.)
 
 use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::require;
+use super::require;
 
 pub struct Etcd {
     child: std::process::Child,
@@ -102,6 +104,23 @@ impl Etcd {
             .args(["--endpoints", &self.url, "--command-timeout=5s"])
             .args(args);
         cmd
+    }
+
+    /// Waits (at most 10 s) until exactly `n` keys are under `prefix`, and
+    /// returns them in create order.
+    pub fn until_keys(&self, prefix: &str, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let keys = self.keys(prefix);
+            if keys.len() == n {
+                return keys;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "keys under {prefix}: {keys:?}, not {n}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The keys under `prefix` (`NAME/`), in create order.

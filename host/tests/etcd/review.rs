@@ -1,6 +1,7 @@
 //! Cases found in review: a lost hold's failure stays the releaser's, names
-//! that nest stay apart, try-once requests never wait, and a waiter key
-//! left by a failed wait is deleted once the cluster is back.
+//! that nest stay apart, try-once requests never wait, a waiter key left by
+//! a failed wait is deleted once the cluster is back, and a waiter whose
+//! key is deleted queues again instead of taking the lock without a key.
 
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -132,4 +133,38 @@ fn a_waiter_key_left_by_a_broken_wait_is_deleted_when_the_cluster_is_back() {
     holder.send("release");
     holder.expect("RELEASED", LONG);
     holder.finish();
+}
+
+#[test]
+fn a_waiter_whose_key_is_deleted_queues_again_and_never_holds_beside_another() {
+    let Some(etcd) = Etcd::start() else { return };
+    let cluster = cluster(&etcd.url);
+    let lock = cluster.lock("requeue").unwrap();
+    let guard = lock.lock().unwrap();
+    let mut first = spawn("wait", &etcd, "requeue", &[]);
+    first.expect("WAITING", LONG);
+    let theirs = etcd.until_keys("requeue/", 2)[1].clone();
+    // An operator deletes the waiting key. A waiter that went on waiting
+    // without it would take the lock when ours goes, beside whoever came
+    // next; it must queue again instead.
+    let deleted = etcd.ctl(&["del", &theirs]);
+    assert_eq!(String::from_utf8_lossy(&deleted.stdout).trim(), "1");
+    etcd.until_keys("requeue/", 2);
+    let mut second = spawn("wait", &etcd, "requeue", &[]);
+    second.expect("WAITING", LONG);
+    etcd.until_keys("requeue/", 3);
+    drop(guard);
+    let (f1, _) = locked(&mut first);
+    assert!(
+        !second.says_within("LOCKED", Duration::from_millis(500)),
+        "two holders at once"
+    );
+    first.send("go");
+    first.expect("RELEASED", LONG);
+    let (f2, _) = locked(&mut second);
+    assert!(f2 > f1);
+    second.send("go");
+    second.expect("RELEASED", LONG);
+    first.finish();
+    second.finish();
 }

@@ -20,11 +20,11 @@ fn a_cancelled_async_wait_leaves_no_key_and_later_fences_grow() {
             async move { lock.lock_owned_async().await.map(drop) }
         });
         // Its key is queued behind the holder's.
-        wait_for_keys(&etcd, "cancel/", 2);
+        etcd.until_keys("cancel/", 2);
         waiting.abort();
         assert!(waiting.await.unwrap_err().is_cancelled());
     });
-    wait_for_keys(&etcd, "cancel/", 1);
+    etcd.until_keys("cancel/", 1);
     holder.send("release");
     holder.expect("RELEASED", LONG);
     holder.finish();
@@ -99,20 +99,4 @@ fn a_task_waiting_for_an_etcd_lock_does_not_hold_up_its_thread() {
     });
     holder.expect("RELEASED", LONG);
     holder.finish();
-}
-
-/// Waits until `prefix` has exactly `n` keys.
-fn wait_for_keys(etcd: &Etcd, prefix: &str, n: usize) {
-    let deadline = std::time::Instant::now() + LONG;
-    loop {
-        let keys = etcd.keys(prefix);
-        if keys.len() == n {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "keys under {prefix}: {keys:?}, not {n}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }

@@ -20,15 +20,20 @@ const HOLD: Duration = Duration::from_micros(300);
 /// Each variant runs this many times, in turns with the others.
 const BLOCKS: u32 = 4;
 
-/// The two ways of locking compared.
+/// The ways of locking compared.
 enum Locker {
     /// `flock` through fs4 on a file opened once: the physical limit.
     Raw(File),
     Lock(Arc<FileLock>, Option<OwnedLockGuard>),
+    /// etcd's own lock service (scenario 7's baseline).
+    EtcdRaw(super::etcd::RawLock),
 }
 
 impl Locker {
-    fn open(variant: &str, path: &Path) -> Result<Locker> {
+    /// The lock `variant` at `target`: a file, or for the etcd variants the
+    /// cluster's URL.
+    fn open(variant: &str, target: &str) -> Result<Locker> {
+        let path = Path::new(target);
         Ok(match variant {
             "raw" => Locker::Raw(
                 std::fs::OpenOptions::new()
@@ -39,6 +44,8 @@ impl Locker {
             ),
             "os" => Locker::Lock(Arc::new(FileLock::new(path)?), None),
             "soft" => Locker::Lock(Arc::new(FileLock::builder(path).soft().build()?), None),
+            "etcd" => Locker::Lock(Arc::new(super::etcd::ours(target, "handoff")?), None),
+            "etcd-raw" => Locker::EtcdRaw(super::etcd::RawLock::connect(target, "handoff-raw")?),
             other => return Err(format!("unknown variant {other:?}").into()),
         })
     }
@@ -47,6 +54,7 @@ impl Locker {
         match self {
             Locker::Raw(f) => FileExt::lock(f)?,
             Locker::Lock(l, held) => *held = Some(l.lock_owned()?),
+            Locker::EtcdRaw(l) => l.lock()?,
         }
         Ok(())
     }
@@ -55,6 +63,7 @@ impl Locker {
         match self {
             Locker::Raw(f) => FileExt::unlock(f)?,
             Locker::Lock(_, held) => held.take().ok_or("not held")?.unlock()?,
+            Locker::EtcdRaw(l) => l.unlock()?,
         }
         Ok(())
     }
@@ -90,18 +99,26 @@ fn say(to: &mut impl Write, line: &str) -> Result<()> {
 /// time to fall asleep in `lock()`, takes the time and unlocks; the other
 /// takes the time as soon as `lock()` returns. Neither locks again before the
 /// other has reported, so no round can be stolen by an immediate re-lock
-/// (`flock` does not queue fairly).
-fn measure(variant: &str, path: &Path, handoffs: u32, placement: Placement) -> Result<Vec<u64>> {
-    let mut me = Locker::open(variant, path)?;
+/// (`flock` does not queue fairly). `hold` is how long each holds: long
+/// enough for the other to be waiting by then.
+pub(super) fn measure(
+    variant: &str,
+    target: &str,
+    handoffs: u32,
+    placement: Placement,
+    hold: Duration,
+) -> Result<Vec<u64>> {
+    let mut me = Locker::open(variant, target)?;
     let _pinned = placement.pin(0)?;
     me.lock()?;
     let rounds = handoffs.div_ceil(2);
     let mut child = spawn_child(&[
         "handoff".into(),
         variant.into(),
-        path.display().to_string(),
+        target.into(),
         rounds.to_string(),
         placement.word().into(),
+        hold.as_micros().to_string(),
     ])?;
     let mut to = child.stdin.take().ok_or("no child stdin")?;
     let mut from = BufReader::new(child.stdout.take().ok_or("no child stdout")?);
@@ -112,7 +129,7 @@ fn measure(variant: &str, path: &Path, handoffs: u32, placement: Placement) -> R
     for _ in 0..rounds {
         // To the child: it waits, we release.
         say(&mut to, "go")?;
-        std::thread::sleep(HOLD);
+        std::thread::sleep(hold);
         let released = now_ns();
         me.unlock()?;
         let acquired = stamp(&next_line(&mut from)?, "acq ")?;
@@ -134,10 +151,11 @@ fn measure(variant: &str, path: &Path, handoffs: u32, placement: Placement) -> R
 
 /// The child's side, in its own process.
 pub(super) fn child(args: &[String]) -> Result<()> {
-    let [variant, path, rounds, placement] = args else {
-        return Err("handoff VARIANT PATH ROUNDS PLACEMENT".into());
+    let [variant, target, rounds, placement, hold] = args else {
+        return Err("handoff VARIANT TARGET ROUNDS PLACEMENT HOLD_US".into());
     };
-    let mut me = Locker::open(variant, Path::new(path))?;
+    let hold = Duration::from_micros(hold.parse()?);
+    let mut me = Locker::open(variant, target)?;
     let _pinned = Placement::from_word(placement)?.pin(1)?;
     let mut from = BufReader::new(std::io::stdin().lock());
     let mut to = std::io::stdout().lock();
@@ -147,7 +165,7 @@ pub(super) fn child(args: &[String]) -> Result<()> {
         me.lock()?;
         say(&mut to, &format!("acq {}", now_ns()))?;
         next_line(&mut from)?;
-        std::thread::sleep(HOLD);
+        std::thread::sleep(hold);
         let released = now_ns();
         me.unlock()?;
         say(&mut to, &format!("rel {released}"))?;
@@ -155,7 +173,7 @@ pub(super) fn child(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn percentile(sorted: &[u64], p: usize) -> f64 {
+pub(super) fn percentile(sorted: &[u64], p: usize) -> f64 {
     sorted[(sorted.len() * p / 100).min(sorted.len() - 1)] as f64 / 1000.0
 }
 
@@ -175,11 +193,13 @@ pub(super) fn run(sizes: &Sizes, dir: &Path, report: &mut Report) -> Result<()> 
         let mut samples: [Vec<u64>; 3] = Default::default();
         for _ in 0..BLOCKS {
             for (v, s) in variants.iter().zip(&mut samples) {
+                let path = dir.join(format!("{v}.lock"));
                 s.extend(measure(
                     v,
-                    &dir.join(format!("{v}.lock")),
+                    &path.display().to_string(),
                     per_block,
                     placement,
+                    HOLD,
                 )?);
             }
         }
@@ -216,7 +236,7 @@ pub(super) fn run(sizes: &Sizes, dir: &Path, report: &mut Report) -> Result<()> 
 
 /// Where the two processes run.
 #[derive(Debug, Clone, Copy)]
-enum Placement {
+pub(super) enum Placement {
     /// Each pinned to a core of its own: every hand-off wakes a sleeping
     /// core, the same for every variant.
     CoreEach,

@@ -6,6 +6,7 @@
 //! cargo run --release -p wasmlock-tests --bin wasmlock-bench -- [--json PATH] [--smoke] [--only N,N]
 //! ```
 
+mod etcd;
 mod fairness;
 mod handoff;
 mod inhost;
@@ -34,6 +35,9 @@ pub struct Sizes {
     /// Processes and how long they contend (scenario 6).
     pub procs: usize,
     pub contend: Duration,
+    /// Hand-offs through etcd, and uncontended pairs (scenario 7).
+    pub etcd_handoffs: u32,
+    pub etcd_pairs: u32,
 }
 
 impl Sizes {
@@ -48,6 +52,8 @@ impl Sizes {
             guest_waiters: 1000,
             procs: 8,
             contend: Duration::from_secs(10),
+            etcd_handoffs: 100,
+            etcd_pairs: 1000,
         }
     }
 
@@ -62,6 +68,8 @@ impl Sizes {
             guest_waiters: 10,
             procs: 3,
             contend: Duration::from_millis(300),
+            etcd_handoffs: 8,
+            etcd_pairs: 20,
         }
     }
 }
@@ -87,6 +95,9 @@ pub fn run(sizes: &Sizes, only: &[u32], dir: &std::path::Path) -> Result<Report>
     }
     if wanted(6) {
         fairness::run(sizes, dir, &mut report)?;
+    }
+    if wanted(7) {
+        etcd::run(sizes, &mut report)?;
     }
     Ok(report)
 }

@@ -5,7 +5,7 @@
 //! Steps: `open:H:PATH:os|soft`, `onfile:H:PATH`, `ns:H:NAMESPACE:KEY`,
 //! `nslist`, `acq:H:ex|sh:forever|try|MS` (keeps the guard under `H`),
 //! `rel:H` (releases `H`'s last guard), `count:H` (guards kept under `H`),
-//! `lost:H` (the last guard's status), `waitlost:H:MS` (its lost pollable
+//! `lost:H` (the last guard's status), `fence:H` (its fencing token), `waitlost:H:MS` (its lost pollable
 //! against a timer), `locked:H`, `holder:H`, `break:H:force|noforce`,
 //! `drop:H` (the handle), `dropguards:H`, `leak:H` (forgets the guards), `start:H:ex|sh`, `semstart:S`,
 //! `keep:H` (keeps the pending acquisition's pollable), `poll:H:MS`,
@@ -179,6 +179,10 @@ fn main() {
             ["lost", h] => match guards.get(*h).and_then(|g| g.last()) {
                 Some(g) if g.is_lost() => "lost".into(),
                 Some(_) => "held".into(),
+                None => "no guard".into(),
+            },
+            ["fence", h] => match guards.get(*h).and_then(|g| g.last()) {
+                Some(g) => g.fence().map_or("none".into(), |f| format!("fence {f}")),
                 None => "no guard".into(),
             },
             ["waitlost", h, ms] => {
