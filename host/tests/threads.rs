@@ -522,16 +522,6 @@ fn semaphore_try_and_timeout() {
     assert!(dir.path().join("a/b.00.lock").exists());
 }
 
-/// Threads of this process that the engine started to wait in the kernel.
-/// (Sibling tests run in parallel, so all threads would be a noisy count.)
-fn waiting_threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .filter(|name| name.trim() == "wasmlock-wait")
-        .count()
-}
-
 #[test]
 fn many_async_waiters_use_no_thread_each_and_all_get_the_lock() {
     let dir = tmp();
@@ -555,7 +545,7 @@ fn many_async_waiters_use_no_thread_each_and_all_get_the_lock() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(200));
-    let during = waiting_threads();
+    let during = threads_named("wasmlock-wait");
     assert!(during <= 8, "{during} waiting threads for 2000 waiters");
     assert_eq!(got.load(Ordering::SeqCst), 0);
     drop(g);

@@ -401,24 +401,26 @@ async fn wait_first(
     stop: &Stop,
 ) -> Result<Ahead, Failure> {
     let mut first_look = true;
+    // Serializable looks read the member's own state, without a round of
+    // consensus (half a millisecond or more on every hand-off). A stale
+    // view cannot grant wrongly: a view that has our key has every key
+    // created before it, so if it shows none of them, each was deleted
+    // while our key was there, and we were first (if our key went after
+    // that, the hold was lost after it was granted, as any hold can be). A
+    // view without our key may only be behind our put: that is asked again
+    // with a linearizable look before we queue again.
+    let mut serializable = true;
     loop {
-        // Serializable: read from the member's own state, without a round
-        // of consensus (half a millisecond or more on every hand-off). A
-        // stale view cannot grant wrongly: a view that has our key has
-        // every key created before it, so if it shows none of them, each
-        // was deleted while our key was there, and we were first (if our
-        // key went after that, the hold was lost after it was granted, as
-        // any hold can be). A stale view can only make us wait again.
         let txn = TxnRequest {
             compare: vec![],
             success: vec![
                 rpc::range_op(RangeRequest {
                     keys_only: true,
-                    serializable: true,
+                    serializable,
                     ..rpc::by_create(prefix, SortOrder::Descend, revision - 1)
                 }),
                 rpc::range_op(RangeRequest {
-                    serializable: true,
+                    serializable,
                     ..rpc::get(key)
                 }),
             ],
@@ -429,9 +431,14 @@ async fn wait_first(
             .await?;
         let ours = seen.range(1).first().map(|kv| kv.create_revision);
         if ours != Some(revision) {
+            if serializable {
+                serializable = false;
+                continue;
+            }
             // Our key went while we waited: the lease expired or was revoked.
             return Ok(Ahead::LeaseLost);
         }
+        serializable = true;
         let mut keys_ahead = seen
             .range(0)
             .iter()

@@ -521,6 +521,17 @@ pub fn read_counter(counter: &Path) -> u64 {
         .unwrap()
 }
 
+/// Threads of this process named `name` (the engine's waiting threads are
+/// `wasmlock-wait`, an etcd cluster's `wasmlock-etcd`). Sibling tests run
+/// in parallel, so all threads would be a noisy count.
+pub fn threads_named(name: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim() == name)
+        .count()
+}
+
 /// A tokio runtime with two worker threads, everything enabled.
 pub fn two_workers() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

@@ -123,6 +123,36 @@ impl Etcd {
         }
     }
 
+    /// etcd's own metrics (Prometheus text, from `/metrics`).
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let address = self.url.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        write!(
+            stream,
+            "GET /metrics HTTP/1.0\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    }
+
+    /// The sum of the metric `name` over the lines `keep` accepts (the
+    /// labels, `{...}`, or "" for a metric without).
+    pub fn metric(&self, name: &str, keep: impl Fn(&str) -> bool) -> f64 {
+        self.metrics()
+            .lines()
+            .filter_map(|line| {
+                let rest = line.strip_prefix(name)?;
+                let (labels, value) = rest.rsplit_once(' ')?;
+                (labels.is_empty() || labels.starts_with('{')).then_some((labels, value))
+            })
+            .filter(|(labels, _)| keep(labels))
+            .map(|(_, value)| value.parse::<f64>().unwrap())
+            .sum()
+    }
+
     /// The keys under `prefix` (`NAME/`), in create order.
     pub fn keys(&self, prefix: &str) -> Vec<String> {
         let out = self.ctl(&[

@@ -97,6 +97,38 @@ fn child_entry() {
             });
             println!("DONE");
         }
+        // `n` tasks wait for the lock; say how many threads that took;
+        // on `go`, all but the first `served` give up; the rest are served.
+        ["crowd", url, name, counter, n, served] => {
+            let cluster = cluster(url);
+            let lock = std::sync::Arc::new(cluster.lock(name).unwrap());
+            let counter = std::path::PathBuf::from(counter);
+            let before = threads_named("wasmlock-wait");
+            two_workers().block_on(async {
+                let mut tasks: Vec<_> = (0..n.parse().unwrap())
+                    .map(|_| {
+                        let (lock, counter) = (lock.clone(), counter.clone());
+                        tokio::spawn(async move {
+                            let _g = lock.lock_owned_async().await.unwrap();
+                            bump(&counter);
+                        })
+                    })
+                    .collect();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                println!("QUEUED {}", threads_named("wasmlock-wait") - before);
+                let _ = read_line();
+                let gave_up: Vec<_> = tasks.drain(served.parse::<usize>().unwrap()..).collect();
+                gave_up.iter().for_each(tokio::task::JoinHandle::abort);
+                for t in gave_up {
+                    assert!(t.await.unwrap_err().is_cancelled());
+                }
+                println!("ABORTED");
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            });
+            println!("DONE");
+        }
         _ => panic!("unknown role {role:?}"),
     }
     std::process::exit(0);

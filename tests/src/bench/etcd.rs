@@ -4,7 +4,6 @@
 //! two processes, and an uncontended lock+unlock: its time, and how many
 //! requests etcd received for it (counted by etcd itself, in its metrics).
 
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use tonic::transport::{Channel, Endpoint};
@@ -111,43 +110,31 @@ impl Drop for RawLock {
 /// Requests etcd has received so far, by its own count
 /// (`grpc_server_msg_received_total` over every method), without the
 /// leases' keep-alives, which come on a timer, not per lock.
-fn requests_received(url: &str) -> Result<f64> {
-    let address = url.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(address)?;
-    write!(
-        stream,
-        "GET /metrics HTTP/1.0\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text)?;
-    let mut total = 0.0;
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("grpc_server_msg_received_total{") else {
-            continue;
-        };
-        if rest.contains("grpc_method=\"LeaseKeepAlive\"") {
-            continue;
-        }
-        let value = rest.rsplit(' ').next().ok_or("a metric without value")?;
-        total += value.parse::<f64>()?;
-    }
+fn requests_received(etcd: &Etcd) -> Result<f64> {
+    let total = etcd.metric("grpc_server_msg_received_total", |labels| {
+        !labels.contains("grpc_method=\"LeaseKeepAlive\"")
+    });
     if total == 0.0 {
-        return Err(format!("no gRPC request counts in {url}/metrics").into());
+        return Err(format!("no gRPC request counts in {}/metrics", etcd.url).into());
     }
     Ok(total)
 }
 
 /// `pairs` uncontended lock+unlock pairs (after one to warm up): the time
 /// per pair in microseconds, and the requests etcd received per pair.
-fn uncontended(url: &str, pairs: u32, mut pair: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
+fn uncontended(
+    etcd: &Etcd,
+    pairs: u32,
+    mut pair: impl FnMut() -> Result<()>,
+) -> Result<(f64, f64)> {
     pair()?;
-    let before = requests_received(url)?;
+    let before = requests_received(etcd)?;
     let started = Instant::now();
     for _ in 0..pairs {
         pair()?;
     }
     let took = started.elapsed();
-    let requests = requests_received(url)? - before;
+    let requests = requests_received(etcd)? - before;
     Ok((
         took.as_secs_f64() * 1e6 / f64::from(pairs),
         requests / f64::from(pairs),
@@ -196,13 +183,13 @@ pub(super) fn run(sizes: &Sizes, report: &mut Report) -> Result<()> {
 
     let pairs = sizes.etcd_pairs;
     let mut raw = RawLock::connect(url, "uncontended-raw")?;
-    let (raw_us, raw_requests) = uncontended(url, pairs, || {
+    let (raw_us, raw_requests) = uncontended(&etcd, pairs, || {
         raw.lock()?;
         raw.unlock()
     })?;
     drop(raw);
     let lock = ours(url, "uncontended")?;
-    let (ours_us, ours_requests) = uncontended(url, pairs, || Ok(lock.lock()?.unlock()?))?;
+    let (ours_us, ours_requests) = uncontended(&etcd, pairs, || Ok(lock.lock()?.unlock()?))?;
     report.push(
         Figure::new(
             7,
