@@ -4,15 +4,13 @@
 //! nothing of the cluster (endpoints, prefix, lease) in what it sees.
 
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmlock::etcd::Cluster;
 use wasmlock::{Namespace, WasmLockCtx};
 use wasmlock_tests::etcd::Etcd;
 use wasmlock_tests::{
-    Guest, Outcome, PROBE, Runtime, Script, read_counter, shell_loop, spawn_each, steps,
-    until_exists,
+    Guest, Outcome, PROBE, Script, read_counter, shell_loop, spawn_each, steps, until_exists,
 };
 
 /// The tenant's prefix: the guests' key `counter` is the lock every other
@@ -81,14 +79,12 @@ async fn guests_natives_exec_and_etcdctl_keep_one_counter_exact() {
     processes.push(shell_loop(&exec, &name, &counter, exec_n));
 
     let cluster = cluster(&etcd.url);
-    let runtime = Arc::new(Runtime::new().unwrap());
     let (guests, guest_n) = (4, 25);
     let count = format!("counter:c:/data/counter:{guest_n}");
     let mut instances = tokio::task::JoinSet::new();
     for _ in 0..guests {
-        let runtime = runtime.clone();
         let g = guest(dir.path(), &["ns:c:jobs:counter", &count], &cluster);
-        instances.spawn(async move { runtime.run(g).await });
+        instances.spawn(wasmlock_tests::rt().run(g));
     }
     while let Some(done) = instances.join_next().await {
         let out = done.unwrap().unwrap();
