@@ -135,6 +135,10 @@ async fn a_guest_sees_fences_waits_and_a_lost_hold_but_not_the_cluster() {
         ("rel:b", "err Lost"),
         ("acq:a:ex:try", "ok"),
         ("fence:a", "fence"),
+        // Deleted again; nobody asks before the release, which finds out.
+        ("touch:/data/held2", "ok"),
+        ("await:/data/deleted2", "ok"),
+        ("rel:a", "err Lost"),
         ("nssem:s:jobs:pool:2", "err Unsupported"),
     ];
     let run = {
@@ -146,6 +150,10 @@ async fn a_guest_sees_fences_waits_and_a_lost_hold_but_not_the_cluster() {
     let deleted = etcd.ctl(&["del", "--prefix", &key]);
     assert!(deleted.status.success());
     assert_eq!(String::from_utf8_lossy(&deleted.stdout).trim(), "1");
+    until_exists(&dir.path().join("held2")).await;
+    let deleted = etcd.ctl(&["del", "--prefix", &key]);
+    assert_eq!(String::from_utf8_lossy(&deleted.stdout).trim(), "1");
+    std::fs::write(dir.path().join("deleted2"), "").unwrap();
 
     let out = run.await.unwrap();
     assert_eq!(out.result, Ok(()), "{}", out.stdout);

@@ -8,18 +8,19 @@
 //! grow with every hold and a busy process queues behind other processes
 //! like everyone else.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::open::Opened;
-use super::{Backend, Key, LostFuture};
+use super::{Backend, Key, LostFuture, ReleaseFuture};
 use crate::etcd::mutex::{self, Acquired, Grant, Leftover, Mine, Stop};
 use crate::etcd::rpc;
-use crate::etcd::rpc::kv_client::KvClient;
 use crate::etcd::rpc::range_request::SortOrder;
 use crate::etcd::session::{Failure, Session};
 use crate::{Error, ErrorKind, Holder, Mode, Result};
+use tokio::sync::oneshot;
 
 pub(crate) struct EtcdBackend {
     session: Arc<Session>,
@@ -33,8 +34,18 @@ pub(crate) struct EtcdBackend {
     /// awaited before the next put: it is the same key, this session's
     /// under this name.
     releasing: Leftover,
+    /// What the latest releases found, by fence, until their releasers
+    /// ask ([`Backend::flush_release`]); `true` when the key was still the
+    /// hold's. Releasers that never ask (a guard dropped in an async
+    /// context) leave theirs: only the last [`CONFIRMATIONS`] are kept.
+    confirmations: Mutex<VecDeque<(i64, oneshot::Receiver<bool>)>>,
     stop: Arc<Stop>,
 }
+
+/// How many releases' outcomes wait for their releasers: one per release
+/// in flight is enough (each acquisition here waits for the release
+/// before it); more covers releasers that are slow to ask.
+const CONFIRMATIONS: usize = 16;
 
 /// The lock `name` of `session`, for the manager.
 pub(crate) fn open(session: &Arc<Session>, name: &str, display: &Path, service: &str) -> Opened {
@@ -57,17 +68,13 @@ impl EtcdBackend {
             service: service.to_owned(),
             grant: Mutex::new(None),
             releasing: Leftover::default(),
+            confirmations: Mutex::default(),
             stop: Arc::default(),
         }
     }
 
     fn error(&self, f: Failure) -> Error {
-        let (kind, detail) = match f {
-            Failure::Unreachable(why) => (ErrorKind::Unavailable, why),
-            Failure::Refused(why) => (ErrorKind::Io, format!("refused: {why}")),
-            Failure::NoLease => (ErrorKind::Lost, "no longer has the lease".to_owned()),
-        };
-        Error::new(kind, &self.display).with_detail(format!("{}: {detail}", self.service))
+        error(&self.display, &self.service, f)
     }
 
     /// One acquisition, on the session's runtime.
@@ -101,16 +108,34 @@ impl EtcdBackend {
     fn first(&self) -> Result<Option<rpc::KeyValue>> {
         let conn = self.session.conn.clone();
         let range = rpc::by_create(&self.prefix, SortOrder::Ascend, 0);
-        let found = self.session.block(async move {
-            conn.call(KvClient::new(conn.channel.clone()).range(range))
-                .await
-        });
+        let found = self.session.block(async move { conn.range(range).await });
         let found = found.map_err(|f| self.error(f))?;
         Ok(found
             .kvs
             .into_iter()
             .find(|kv| mutex::same_level(&self.prefix, &kv.key)))
     }
+}
+
+fn error(display: &Path, service: &str, f: Failure) -> Error {
+    let (kind, detail) = match f {
+        Failure::Unreachable(why) => (ErrorKind::Unavailable, why),
+        Failure::Refused(why) => (ErrorKind::Io, format!("refused: {why}")),
+        Failure::NoLease => (ErrorKind::Lost, "no longer has the lease".to_owned()),
+    };
+    Error::new(kind, display).with_detail(format!("{service}: {detail}"))
+}
+
+fn lost_error(display: &Path) -> Error {
+    Error::new(ErrorKind::Lost, display)
+        .with_detail("the etcd lease expired or the key was deleted before the release")
+}
+
+/// Whether this thread may wait for the cluster: not on an async
+/// executor's thread (nor on its blocking threads, which cannot be told
+/// apart from them).
+fn may_block() -> bool {
+    tokio::runtime::Handle::try_current().is_err()
 }
 
 /// What a key says about its holder: `pid\nhost\nseconds since the epoch\n`
@@ -151,7 +176,7 @@ impl Backend for EtcdBackend {
     }
 
     fn interrupt(&self) {
-        self.stop.ask();
+        self.stop.set();
     }
 
     fn remote(&self) -> bool {
@@ -163,6 +188,14 @@ impl Backend for EtcdBackend {
             return Ok(());
         };
         let lost = grant.is_lost();
+        let (found, confirmation) = oneshot::channel();
+        {
+            let mut confirmations = self.confirmations.lock().unwrap();
+            if confirmations.len() == CONFIRMATIONS {
+                confirmations.pop_front();
+            }
+            confirmations.push_back((grant.revision, confirmation));
+        }
         let conn = self.session.conn.clone();
         let mut slot = self.releasing.lock().unwrap();
         let before = slot.take();
@@ -171,54 +204,82 @@ impl Backend for EtcdBackend {
                 let _ = before.await;
             }
             let mine = Mine::At(grant.revision);
-            mutex::delete_until_gone(&conn, &grant.key, mine, &grant.lease).await;
+            let held = mutex::delete_until_gone(&conn, &grant.key, mine, &grant.lease).await;
+            let _ = found.send(held);
         }));
         if lost {
-            return Err(Error::new(ErrorKind::Lost, &self.display)
-                .with_detail("the etcd lease expired or the key was deleted"));
+            return Err(lost_error(&self.display));
         }
         Ok(())
     }
 
-    fn flush_release(&self) -> Result<()> {
+    fn flush_release(&self, fence: Option<u64>) -> Result<()> {
         // An async caller does not wait: the next acquisition here does.
-        if tokio::runtime::Handle::try_current().is_ok() {
+        if !may_block() {
             return Ok(());
         }
-        let Some(mut task) = self.releasing.lock().unwrap().take() else {
-            return Ok(());
+        match self.release_confirmed(fence) {
+            Some(confirmed) => self.session.block(confirmed),
+            None => Ok(()),
+        }
+    }
+
+    fn release_confirmed(&self, fence: Option<u64>) -> Option<ReleaseFuture> {
+        let fence = fence? as i64;
+        let found = {
+            let mut confirmations = self.confirmations.lock().unwrap();
+            let at = confirmations.iter().position(|(f, _)| *f == fence)?;
+            confirmations.remove(at)?.1
         };
         let timeout = self.session.conn.timeout;
-        let (task, done) = self.session.block(async move {
-            let done = tokio::time::timeout(timeout, &mut task).await.is_ok();
-            (task, done)
+        let (display, service) = (self.display.clone(), self.service.clone());
+        // On the session's runtime: the caller's may have no timer.
+        let confirmed = self.session.spawn(async move {
+            match tokio::time::timeout(timeout, found).await {
+                Ok(Ok(true)) => Ok(()),
+                Ok(Ok(false)) => Err(lost_error(&display)),
+                // The session's runtime is going away; the lease with it.
+                Ok(Err(_)) => Ok(()),
+                // Still trying: the next acquisition here waits for it.
+                Err(_) => Err(error(
+                    &display,
+                    &service,
+                    Failure::Unreachable(format!(
+                        "did not confirm the release within {timeout:?}; \
+                         the key goes when it does, or when the lease expires"
+                    )),
+                )),
+            }
         });
-        if done {
-            return Ok(());
-        }
-        // Still trying: the next acquisition here waits for it.
-        let mut releasing = self.releasing.lock().unwrap();
-        if releasing.is_none() {
-            *releasing = Some(task);
-        }
-        Err(self.error(Failure::Unreachable(format!(
-            "did not confirm the release within {timeout:?}; \
-             the key goes when it does, or when the lease expires"
-        ))))
+        Some(Box::pin(async move { confirmed.await.unwrap_or(Ok(())) }))
     }
 
     fn lost(&self) -> bool {
-        self.grant.lock().unwrap().as_ref().is_some_and(|g| {
-            g.watch(&self.session);
-            g.is_lost()
-        })
+        let looked = match self.grant.lock().unwrap().as_ref() {
+            Some(g) => g.watch(&self.session),
+            None => return false,
+        };
+        // A thread waits for the watch's first look (one round trip, the
+        // first time), so that a deletion from before the question is
+        // known; an async caller is told once the look is in.
+        if may_block() {
+            let timeout = self.session.conn.timeout;
+            self.session.block(async move {
+                let _ = tokio::time::timeout(timeout, looked).await;
+            });
+        }
+        self.grant
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(Grant::is_lost)
     }
 
     fn lost_signal(&self) -> Option<LostFuture> {
         let grant = self.grant.lock().unwrap();
         Some(match grant.as_ref() {
             Some(g) => {
-                g.watch(&self.session);
+                drop(g.watch(&self.session));
                 Box::pin(g.lost())
             }
             // Released: it can no longer be lost.

@@ -19,6 +19,11 @@ use crate::{Holder, Mode, Result};
 /// See [`Backend::lost_signal`].
 pub(crate) type LostFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
+/// What [`Backend::release_confirmed`] gives: ready once a release that
+/// went on in the background is done, with its outcome.
+pub(crate) type ReleaseFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
+
 /// What identifies a lock within the process.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum Key {
@@ -101,9 +106,17 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// After a hold's release, outside the lock's books: waits (on a thread,
     /// not in an async context) until a release that went on in the
     /// background is done, so that a thread that unlocked has let the lock
-    /// go everywhere (etcd: the key deleted), and reports its failure.
-    fn flush_release(&self) -> Result<()> {
+    /// go everywhere (etcd: the key deleted), and reports its failure: a
+    /// hold found lost by its release too. `fence` is the released hold's
+    /// [`fence`](Backend::fence), read before the release.
+    fn flush_release(&self, _fence: Option<u64>) -> Result<()> {
         Ok(())
+    }
+
+    /// [`flush_release`](Backend::flush_release) for an async caller, which
+    /// awaits the future; `None` if nothing goes on in the background.
+    fn release_confirmed(&self, _fence: Option<u64>) -> Option<ReleaseFuture> {
+        None
     }
 
     /// Nobody in this process waits for the lock any more: a backend whose

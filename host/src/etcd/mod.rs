@@ -14,12 +14,18 @@
 //!   than the highest it has seen.
 //! - **A hold can be lost** ([`LockGuard::is_lost`]): its lease expired
 //!   (keep-alives did not get through for a TTL), an operator revoked it,
-//!   or someone deleted its key. Losing is reported, never silent; the
-//!   guard's `unlock` then fails with [`ErrorKind::Lost`].
+//!   or someone deleted its key. Losing is reported, never silent: the
+//!   release deletes the key only if it is still the hold's, so `unlock`
+//!   on a thread, and `unlock_async` anywhere, fail with
+//!   [`ErrorKind::Lost`] even if nobody asked before.
 //! - **A dead holder's lock is freed when its lease expires**, a TTL after
 //!   its last keep-alive (file locks: at once).
 //! - **Errors**: [`ErrorKind::Unavailable`]
 //!   when the cluster cannot be reached, naming the lock and the endpoints.
+//!   A request the cluster answers `Unavailable` (a member gone, an
+//!   election) is asked again, on another member when the [`Cluster`]
+//!   was given several, until the call [`timeout`](ClusterBuilder::timeout):
+//!   give it every member.
 //! - **Exclusive only**: shared requests fail with
 //!   [`ErrorKind::Unsupported`].
 //!
@@ -99,7 +105,9 @@ impl Default for ClusterBuilder {
 }
 
 impl ClusterBuilder {
-    /// Adds an endpoint, such as `http://127.0.0.1:2379`.
+    /// Adds an endpoint, such as `http://127.0.0.1:2379`. Given several
+    /// (the members of one cluster), requests are spread over them, and
+    /// one that a member cannot answer is asked again of another.
     pub fn endpoint(mut self, url: impl Into<String>) -> Self {
         self.endpoints.push(url.into());
         self
@@ -114,8 +122,8 @@ impl ClusterBuilder {
         self
     }
 
-    /// How long one call to the cluster may take before it counts as
-    /// unreachable (default 3 s).
+    /// How long one call to the cluster may take, retries included,
+    /// before it counts as unreachable (default 3 s).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

@@ -13,7 +13,6 @@ use tokio::sync::Notify;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::rpc::event::EventType;
-use super::rpc::kv_client::KvClient;
 use super::rpc::range_request::SortOrder;
 use super::rpc::watch_client::WatchClient;
 use super::rpc::watch_request::RequestUnion;
@@ -32,28 +31,46 @@ pub(crate) struct Grant {
     pub(crate) revision: i64,
     pub(crate) lease: Arc<Lease>,
     /// The key was deleted by someone else (an operator, `break`).
-    deleted: Arc<AtomicBool>,
-    /// Notified when `deleted` is set.
-    on_deleted: Arc<Notify>,
+    deleted: Arc<Flag>,
+    /// The watch has looked at the key once (or tried to).
+    looked: Arc<Flag>,
     conn: Arc<Connection>,
     /// The watch that sets `deleted`, started by the first question whether
     /// the hold was lost: a grant nobody asks about costs no watch, so an
     /// uncontended lock+unlock is two round trips, as with etcd's own
-    /// `Lock` and `Unlock`. Begun late, it still sees a deletion from
-    /// before (it watches from the grant's revision on).
+    /// `Lock` and `Unlock`. It looks at the key first, so a deletion from
+    /// before the question is known after one round trip.
     watch: std::sync::OnceLock<tokio::task::AbortHandle>,
 }
 
 impl Grant {
+    fn new(key: Vec<u8>, revision: i64, lease: Arc<Lease>, conn: Arc<Connection>) -> Grant {
+        Grant {
+            key,
+            revision,
+            lease,
+            deleted: Arc::default(),
+            looked: Arc::default(),
+            conn,
+            watch: std::sync::OnceLock::new(),
+        }
+    }
+
     /// Whether the hold is known to be gone without a release: the key
     /// deleted (once [`watch`](Self::watch) has seen it), or the lease it
     /// lives under lost.
     pub(crate) fn is_lost(&self) -> bool {
-        self.deleted.load(Ordering::Acquire) || self.lease.is_lost()
+        self.deleted.is_set() || self.lease.is_lost()
     }
 
-    /// Starts watching the key on `session`'s runtime, once.
-    pub(crate) fn watch(&self, session: &Session) {
+    /// Starts watching the key on `session`'s runtime, once, and returns
+    /// a future that is ready once the watch has looked at the key (or
+    /// tried to), so that [`is_lost`](Self::is_lost) knows what the
+    /// cluster knew then.
+    pub(crate) fn watch(
+        &self,
+        session: &Session,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         self.watch.get_or_init(|| {
             session
                 .spawn(watch_own_key(
@@ -61,33 +78,29 @@ impl Grant {
                     self.key.clone(),
                     self.revision,
                     self.deleted.clone(),
-                    self.on_deleted.clone(),
+                    self.looked.clone(),
                     self.lease.clone(),
                 ))
                 .abort_handle()
         });
+        let looked = self.looked.clone();
+        async move { looked.wait().await }
     }
-}
 
-impl Grant {
     /// Returns once the hold is lost: the key's deletion and the lease's
     /// loss are pushed (the [`watch`](Self::watch), which the caller
     /// starts; the keep-alive task at the lease's deadline), nothing is
     /// polled.
     pub(crate) fn lost(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let (deleted, on_deleted, lease) = (
-            self.deleted.clone(),
-            self.on_deleted.clone(),
-            self.lease.clone(),
-        );
+        let (deleted, lease) = (self.deleted.clone(), self.lease.clone());
         async move {
             loop {
-                let gone = on_deleted.notified();
+                let gone = deleted.notify.notified();
                 let expired = lease.on_lost.notified();
                 tokio::pin!(gone, expired);
                 gone.as_mut().enable();
                 expired.as_mut().enable();
-                if deleted.load(Ordering::Acquire) || lease.is_lost() {
+                if deleted.is_set() || lease.is_lost() {
                     return;
                 }
                 tokio::select! {
@@ -107,28 +120,40 @@ impl Drop for Grant {
     }
 }
 
-/// Asks a waiting acquisition to stop: nobody in this process wants the lock
-/// any more.
+/// Something that has happened, and whoever waits for it.
 #[derive(Default)]
-pub(crate) struct Stop {
-    asked: AtomicBool,
+pub(crate) struct Flag {
+    set: AtomicBool,
     notify: Notify,
 }
 
-impl Stop {
-    pub(crate) fn ask(&self) {
-        self.asked.store(true, Ordering::Release);
+impl Flag {
+    pub(crate) fn set(&self) {
+        self.set.store(true, Ordering::Release);
         self.notify.notify_waiters();
     }
 
     pub(crate) fn reset(&self) {
-        self.asked.store(false, Ordering::Release);
+        self.set.store(false, Ordering::Release);
     }
 
-    fn asked(&self) -> bool {
-        self.asked.load(Ordering::Acquire)
+    fn is_set(&self) -> bool {
+        self.set.load(Ordering::Acquire)
+    }
+
+    async fn wait(&self) {
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if !self.is_set() {
+            notified.await;
+        }
     }
 }
+
+/// Asks a waiting acquisition to stop (set): nobody in this process wants
+/// the lock any more.
+pub(crate) type Stop = Flag;
 
 /// What an acquisition came to.
 pub(crate) enum Acquired {
@@ -194,15 +219,7 @@ pub(crate) async fn acquire(
             Ahead::First => {
                 put.mine = Mine::Absent;
                 drop(put);
-                return Ok(Acquired::Held(Grant {
-                    key,
-                    revision,
-                    lease,
-                    deleted: Arc::default(),
-                    on_deleted: Arc::default(),
-                    conn: session,
-                    watch: std::sync::OnceLock::new(),
-                }));
+                return Ok(Acquired::Held(Grant::new(key, revision, lease, session)));
             }
             Ahead::GaveUp => {
                 put.delete().await?;
@@ -229,19 +246,27 @@ pub(crate) enum Mine {
 }
 
 /// Deletes this session's `key` until it is gone, or its lease is (the key
-/// with it): a grant's release, a waiter's abandoned key.
-pub(crate) async fn delete_until_gone(session: &Connection, key: &[u8], mine: Mine, lease: &Lease) {
+/// with it): a grant's release, a waiter's abandoned key. Returns whether
+/// the key was still there as `mine` says when it was deleted: `false` when
+/// someone else deleted it first (an operator, a forced break) or its lease
+/// was lost, which for a grant means the hold was lost before its release.
+pub(crate) async fn delete_until_gone(
+    session: &Connection,
+    key: &[u8],
+    mine: Mine,
+    lease: &Lease,
+) -> bool {
     loop {
         let deleted = match mine {
-            Mine::Absent => return,
+            Mine::Absent => return true,
             Mine::At(revision) => delete_if(session, key, revision).await,
             // No grant of this session's can be using the key meanwhile:
             // the next put of it waits for this deletion.
-            Mine::Unknown => delete_any(session, key).await,
+            Mine::Unknown => delete_any(session, key).await.map(|_| true),
         };
         match deleted {
-            Ok(()) => return,
-            Err(_) if lease.is_lost() => return,
+            Ok(found) => return found && !lease.is_lost(),
+            Err(_) if lease.is_lost() => return false,
             Err(e) => {
                 tracing::warn!(key = %String::from_utf8_lossy(key), error = ?e, "deleting an etcd lock key failed; trying again");
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -250,34 +275,32 @@ pub(crate) async fn delete_until_gone(session: &Connection, key: &[u8], mine: Mi
     }
 }
 
-/// Deletes `key` if it is still the one created at `revision`: someone who
-/// deleted it meanwhile may have made a new one.
+/// Deletes `key` if it is still the one created at `revision` (someone who
+/// deleted it meanwhile may have made a new one), and says whether it was.
 pub(crate) async fn delete_if(
     session: &Connection,
     key: &[u8],
     revision: i64,
-) -> Result<(), Failure> {
+) -> Result<bool, Failure> {
     delete(session, key, vec![rpc::created_at(key, revision)]).await
 }
 
-async fn delete_any(session: &Connection, key: &[u8]) -> Result<(), Failure> {
+async fn delete_any(session: &Connection, key: &[u8]) -> Result<bool, Failure> {
     delete(session, key, vec![]).await
 }
 
+/// Deletes `key` if `compare` holds; says whether it held.
 async fn delete(
     session: &Connection,
     key: &[u8],
     compare: Vec<rpc::Compare>,
-) -> Result<(), Failure> {
+) -> Result<bool, Failure> {
     let txn = TxnRequest {
         compare,
         success: vec![rpc::delete_op(key)],
         failure: vec![],
     };
-    session
-        .call(KvClient::new(session.channel.clone()).txn(txn))
-        .await
-        .map(drop)
+    session.txn(txn).await.map(|done| done.succeeded)
 }
 
 /// This session's key while it is being put and waited with: dropped while
@@ -313,10 +336,7 @@ impl Put<'_> {
                 failure: vec![rpc::range_op(rpc::get(self.key))],
             };
             self.mine = Mine::Unknown;
-            let done = self
-                .session
-                .call(KvClient::new(self.session.channel.clone()).txn(txn))
-                .await?;
+            let done = self.session.txn(txn).await?;
             if done.succeeded {
                 self.mine = Mine::At(done.revision());
                 let head = match done
@@ -333,7 +353,9 @@ impl Put<'_> {
             // Etcd's trap: a second put under the same lease would reuse the
             // key and its place, and two holds would share one grant.
             match done.range(0).first() {
-                Some(old) => delete_if(self.session, self.key, old.create_revision).await?,
+                Some(old) => {
+                    delete_if(self.session, self.key, old.create_revision).await?;
+                }
                 None => continue,
             }
         }
@@ -341,10 +363,11 @@ impl Put<'_> {
 
     async fn delete(&mut self) -> Result<(), Failure> {
         match self.mine {
-            Mine::Absent => Ok(()),
+            Mine::Absent => Ok(true),
             Mine::At(revision) => delete_if(self.session, self.key, revision).await,
             Mine::Unknown => delete_any(self.session, self.key).await,
         }?;
+        // Gone either way: deleted now, or before by someone else.
         self.mine = Mine::Absent;
         Ok(())
     }
@@ -426,9 +449,7 @@ async fn wait_first(
             ],
             failure: vec![],
         };
-        let seen = session
-            .call(KvClient::new(session.channel.clone()).txn(txn))
-            .await?;
+        let seen = session.txn(txn).await?;
         let ours = seen.range(1).first().map(|kv| kv.create_revision);
         if ours != Some(revision) {
             if serializable {
@@ -458,7 +479,7 @@ async fn wait_first(
         tokio::pin!(stopped, lost);
         stopped.as_mut().enable();
         lost.as_mut().enable();
-        if stop.asked() {
+        if stop.is_set() {
             return Ok(Ahead::GaveUp);
         }
         if lease.is_lost() {
@@ -501,7 +522,6 @@ async fn first_deleted(
     } else {
         [*high, &[0][..]].concat()
     };
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
     let create = WatchRequest {
         request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
             key: low.to_vec(),
@@ -511,9 +531,20 @@ async fn first_deleted(
             ..Default::default()
         })),
     };
-    tx.send(create).await.expect("the receiver is alive");
-    let mut events = session
-        .call(WatchClient::new(session.channel.clone()).watch(ReceiverStream::new(rx)))
+    // The request stream stays open while the watch is wanted: etcd ends
+    // the watch when it closes.
+    let (_requests, mut events) = session
+        .call(|channel| {
+            let create = create.clone();
+            async move {
+                let (tx, rx) = tokio::sync::mpsc::channel(1);
+                tx.send(create).await.expect("the receiver is alive");
+                let opened = WatchClient::new(channel)
+                    .watch(ReceiverStream::new(rx))
+                    .await;
+                opened.map(|r| r.map(|events| (tx, events)))
+            }
+        })
         .await?;
     loop {
         match events.message().await {
@@ -531,8 +562,9 @@ async fn first_deleted(
                     return Ok(Some(first));
                 }
             }
-            Ok(None) => return Ok(None),
-            Err(s) => return Err(Failure::Unreachable(s.message().to_owned())),
+            // Broken (a member gone): the caller's next look, which asks
+            // until the cluster answers or the timeout, tells which.
+            Ok(None) | Err(_) => return Ok(None),
         }
     }
 }
@@ -543,35 +575,40 @@ async fn watch_own_key(
     session: Arc<Connection>,
     key: Vec<u8>,
     revision: i64,
-    deleted: Arc<AtomicBool>,
-    on_deleted: Arc<Notify>,
+    deleted: Arc<Flag>,
+    looked: Arc<Flag>,
     lease: Arc<Lease>,
 ) {
-    // Watched from here on: after a look that found it, from that look's
-    // revision (a watch from a compacted revision is cancelled at once).
-    let mut from = revision;
+    const AGAIN: std::time::Duration = std::time::Duration::from_millis(200);
     loop {
-        match deleted_after(&session, &key, from).await {
-            Ok(()) => {
-                // A cut watch returns too: is the key still ours?
-                let look = session
-                    .call(KvClient::new(session.channel.clone()).range(rpc::get(&key)))
-                    .await;
-                match look {
-                    Ok(r) if r.kvs.first().map(|kv| kv.create_revision) == Some(revision) => {
-                        from = r.header.map_or(from, |h| h.revision);
-                    }
-                    Ok(_) => {
-                        deleted.store(true, Ordering::Release);
-                        on_deleted.notify_waiters();
-                        return;
-                    }
-                    Err(_) if lease.is_lost() => return,
-                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
-                }
+        // Looked at first (again after a cut watch), then watched from the
+        // look's revision on: etcd catches a watch from a past revision up
+        // only every 100 ms, and cancels one from a compacted revision.
+        let look = session.range(rpc::get(&key)).await;
+        let from = match look {
+            Ok(r) if r.kvs.first().map(|kv| kv.create_revision) == Some(revision) => {
+                r.header.map_or(revision, |h| h.revision)
             }
+            Ok(_) => {
+                deleted.set();
+                looked.set();
+                return;
+            }
+            Err(_) => {
+                // Not known either way: what the lease says stands.
+                looked.set();
+                if lease.is_lost() {
+                    return;
+                }
+                tokio::time::sleep(AGAIN).await;
+                continue;
+            }
+        };
+        looked.set();
+        match deleted_after(&session, &key, from).await {
+            Ok(()) => {}
             Err(_) if lease.is_lost() => return,
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+            Err(_) => tokio::time::sleep(AGAIN).await,
         }
     }
 }

@@ -19,8 +19,12 @@ use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
+use super::rpc::kv_client::KvClient;
 use super::rpc::lease_client::LeaseClient;
-use super::rpc::{LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest};
+use super::rpc::{
+    LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, RangeRequest, RangeResponse,
+    TxnRequest, TxnResponse,
+};
 
 /// Why a call to the cluster failed, before it is tied to a lock.
 #[derive(Debug, Clone)]
@@ -166,12 +170,39 @@ impl Session {
 }
 
 impl Connection {
-    /// One call, bounded by the session's timeout.
-    pub(crate) async fn call<T>(
+    /// One request, bounded by the session's timeout, and sent again while
+    /// the cluster is `Unavailable` (a member gone or without a leader;
+    /// given several endpoints, the channel's next pick is another member).
+    /// Every request here may be repeated: a put compares that its key is
+    /// absent, a deletion compares its create revision, looks and watches
+    /// change nothing, and a lease granted twice leaves one that expires
+    /// unused.
+    pub(crate) async fn call<T, Fut>(
         &self,
-        fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    ) -> Result<T, Failure> {
-        call(self.timeout, fut).await
+        mut send: impl FnMut(Channel) -> Fut,
+    ) -> Result<T, Failure>
+    where
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        retried(self.timeout, || send(self.channel.clone())).await
+    }
+
+    /// A transaction ([`call`](Self::call)).
+    pub(crate) async fn txn(&self, txn: TxnRequest) -> Result<TxnResponse, Failure> {
+        self.call(|channel| {
+            let txn = txn.clone();
+            async move { KvClient::new(channel).txn(txn).await }
+        })
+        .await
+    }
+
+    /// A look ([`call`](Self::call)).
+    pub(crate) async fn range(&self, range: RangeRequest) -> Result<RangeResponse, Failure> {
+        self.call(|channel| {
+            let range = range.clone();
+            async move { KvClient::new(channel).range(range).await }
+        })
+        .await
     }
 
     /// The session's lease, granted first if there is none or it was lost.
@@ -185,10 +216,10 @@ impl Connection {
         let sent = Instant::now();
         let ttl = self.ttl.as_secs().max(1) as i64;
         let granted = self
-            .call(
-                LeaseClient::new(self.channel.clone())
-                    .lease_grant(LeaseGrantRequest { ttl, id: 0 }),
-            )
+            .call(|channel| async move {
+                let grant = LeaseGrantRequest { ttl, id: 0 };
+                LeaseClient::new(channel).lease_grant(grant).await
+            })
             .await?;
         if !granted.error.is_empty() {
             return Err(Failure::Refused(granted.error));
@@ -223,10 +254,10 @@ impl Drop for Session {
             let timeout = self.conn.timeout;
             let id = lease.id;
             let revoked = self.block(async move {
-                call(
-                    timeout,
-                    LeaseClient::new(channel).lease_revoke(LeaseRevokeRequest { id }),
-                )
+                retried(timeout, || {
+                    let mut client = LeaseClient::new(channel.clone());
+                    async move { client.lease_revoke(LeaseRevokeRequest { id }).await }
+                })
                 .await
             });
             lease.lose();
@@ -240,11 +271,43 @@ impl Drop for Session {
     }
 }
 
+/// [`Connection::call`], for calls made without one.
+async fn retried<T, Fut>(timeout: Duration, mut send: impl FnMut() -> Fut) -> Result<T, Failure>
+where
+    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    const FIRST_PAUSE: Duration = Duration::from_millis(20);
+    const LONGEST_PAUSE: Duration = Duration::from_millis(500);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pause = FIRST_PAUSE;
+    loop {
+        match tokio::time::timeout_at(deadline, send()).await {
+            Ok(Err(status))
+                if status.code() == tonic::Code::Unavailable
+                    && tokio::time::Instant::now() + pause < deadline =>
+            {
+                tracing::debug!(error = %status.message(), "etcd unavailable; asking again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(LONGEST_PAUSE);
+            }
+            answered => return answer(answered, timeout),
+        }
+    }
+}
+
+/// One attempt of a call, bounded by `timeout`.
 async fn call<T>(
     timeout: Duration,
     fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<T, Failure> {
-    match tokio::time::timeout(timeout, fut).await {
+    answer(tokio::time::timeout(timeout, fut).await, timeout)
+}
+
+fn answer<T>(
+    answered: Result<Result<tonic::Response<T>, tonic::Status>, tokio::time::error::Elapsed>,
+    timeout: Duration,
+) -> Result<T, Failure> {
+    match answered {
         Ok(Ok(r)) => Ok(r.into_inner()),
         Ok(Err(status)) => Err(Failure::from_status(status)),
         Err(_) => Err(Failure::Unreachable(format!(

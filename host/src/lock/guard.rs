@@ -30,8 +30,32 @@ impl<L: Deref<Target = FileLock>> Hold<L> {
     }
 
     fn release(&mut self) -> Result<()> {
+        let fence = self.release_books()?;
+        self.backend().flush_release(fence)
+    }
+
+    /// [`release`](Self::release), waiting for what went on in the
+    /// background without blocking the executor.
+    async fn release_async(&mut self) -> Result<()> {
+        let fence = self.release_books()?;
+        match self.backend().release_confirmed(fence) {
+            Some(confirmed) => confirmed.await,
+            None => Ok(()),
+        }
+    }
+
+    /// Releases, waiting for whatever that takes but not for what the
+    /// backend does in the background; returns the hold's fence, which
+    /// names the release to the backend.
+    fn release_books(&mut self) -> Result<Option<u64>> {
+        let fence = self.backend().fence();
         self.release_if(true)
-            .expect("a release that may wait always goes ahead")
+            .expect("a release that may wait always goes ahead")?;
+        Ok(fence)
+    }
+
+    fn backend(&self) -> &dyn crate::backend::Backend {
+        self.lock.granted(&self.entry).backend()
     }
 
     /// Releases. What the release may wait for (a breaker's turn on a soft
@@ -57,7 +81,7 @@ impl<L: Deref<Target = FileLock>> Hold<L> {
         } else {
             self.lock.release(owner)
         };
-        Some(released.and_then(|()| entry.backend().flush_release()))
+        Some(released)
     }
 
     fn is_lost(&self) -> bool {
@@ -180,9 +204,42 @@ macro_rules! guard_api {
             }
 
             /// Releases this hold now and reports any error (dropping the
-            /// guard only logs it).
+            /// guard only logs it). An etcd hold is given back by deleting
+            /// its key, which this waits for (at most the cluster's call
+            /// timeout) on a thread; on an async executor it does not wait
+            /// ([`unlock_async`](Self::unlock_async) does). A hold found
+            /// lost by its release is an error of kind
+            /// [`Lost`](crate::ErrorKind::Lost).
             pub fn unlock(mut self) -> Result<()> {
                 self.hold.release()
+            }
+
+            /// [`unlock`](Self::unlock) for async code: an etcd hold's
+            /// release is awaited until the cluster confirms it (at most
+            /// the cluster's call timeout), and a hold that its release
+            /// found lost (its key deleted by someone else, its lease
+            /// expired) is an error of kind
+            /// [`Lost`](crate::ErrorKind::Lost). For file locks it is
+            /// [`unlock`](Self::unlock).
+            ///
+            /// ```
+            /// use wasmlock::FileLock;
+            /// # #[tokio::main(flavor = "current_thread")]
+            /// # async fn main() -> wasmlock::Result<()> {
+            /// # let dir = tempfile::tempdir().unwrap();
+            /// let lock = FileLock::new(dir.path().join("job.lock"))?;
+            /// let guard = lock.lock_async().await?;
+            /// guard.unlock_async().await?;
+            /// # Ok(())
+            /// # }
+            /// ```
+            ///
+            /// # Cancel safety
+            ///
+            /// The hold is released when the call starts; dropping the
+            /// future gives up only waiting for the confirmation.
+            pub async fn unlock_async(mut self) -> Result<()> {
+                self.hold.release_async().await
             }
         }
 

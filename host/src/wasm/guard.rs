@@ -88,12 +88,13 @@ impl Native {
     /// Releases where it cannot stall the executor. A soft marker's release
     /// takes turns with anyone breaking it, which can last up to a second
     /// (a stopped breaker): that runs on a blocking thread. Kernel locks and
-    /// permits let go in one system call that does not wait.
+    /// permits let go in one system call that does not wait; an etcd hold's
+    /// deletion is awaited (and tells whether the hold was lost).
     pub(crate) async fn release_off_executor(self) -> Result<()> {
-        if self.is_soft() {
-            spawn_blocking(move || self.release()).await
-        } else {
-            self.release()
+        match self {
+            held if held.is_soft() => spawn_blocking(move || held.release()).await,
+            Native::Lock(g) => g.unlock_async().await,
+            Native::Permit(p) => p.release(),
         }
     }
 }

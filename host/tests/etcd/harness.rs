@@ -1,5 +1,6 @@
 //! A real etcd for the tests: Debian's `etcd-server` on free loopback ports
-//! with a data directory of its own, killed by pid when dropped. (The
+//! with a data directory of its own, killed by pid when dropped; one member
+//! or several. (The
 //! workspace tests include this file too; both crates have `require` at
 //! their root.)
 
@@ -36,6 +37,12 @@ impl Etcd {
     /// A fresh single-member cluster, ready; `None` where etcd is missing
     /// and we do not run in CI (there it fails instead).
     pub fn start() -> Option<Etcd> {
+        Some(Etcd::start_members(1)?.remove(0))
+    }
+
+    /// A fresh cluster of `n` members, ready, one `Etcd` for each (its
+    /// `url` is that member's).
+    pub fn start_members(n: usize) -> Option<Vec<Etcd>> {
         if !require(
             have("etcd", "--version") && have("etcdctl", "version"),
             "etcd and etcdctl (Debian etcd-server, etcd-client)",
@@ -44,53 +51,73 @@ impl Etcd {
         }
         // A port picked free may be taken before etcd binds it: try again.
         for _ in 0..5 {
-            if let Some(etcd) = Etcd::try_start() {
-                return Some(etcd);
+            if let Some(members) = Etcd::try_start(n) {
+                return Some(members);
             }
         }
         panic!("etcd did not start");
     }
 
-    fn try_start() -> Option<Etcd> {
-        let dir = tempfile::tempdir().unwrap();
-        let (client, peer) = (free_port(), free_port());
-        let url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
-        let child = Command::new("etcd")
-            .args(["--name", "t", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args([
-                "--listen-client-urls",
-                &url,
-                "--advertise-client-urls",
-                &url,
-            ])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("t={peer_url}")])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start etcd");
-        let mut etcd = Etcd {
-            child,
-            url,
-            _dir: dir,
-        };
+    fn try_start(n: usize) -> Option<Vec<Etcd>> {
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let peer_url = |port: u16| format!("http://127.0.0.1:{port}");
+        let initial: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, &(_, peer))| format!("m{i}={}", peer_url(peer)))
+            .collect();
+        let initial = initial.join(",");
+        let mut members: Vec<Etcd> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, &(client, peer))| {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("http://127.0.0.1:{client}");
+                let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
+                let child = Command::new("etcd")
+                    .args(["--name", &format!("m{i}"), "--data-dir"])
+                    .arg(dir.path().join("data"))
+                    .args(["--listen-client-urls", &url])
+                    .args(["--advertise-client-urls", &url])
+                    .args(["--listen-peer-urls", &peer_url(peer)])
+                    .args(["--initial-advertise-peer-urls", &peer_url(peer)])
+                    .args(["--initial-cluster", &initial])
+                    .stdin(Stdio::null())
+                    .stdout(log.try_clone().unwrap())
+                    .stderr(log)
+                    .spawn()
+                    .expect("start etcd");
+                Etcd {
+                    child,
+                    url,
+                    _dir: dir,
+                }
+            })
+            .collect();
+        // Members are healthy once they have a leader: all start first.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if etcd.child.try_wait().unwrap().is_some() {
-                return None;
+        for etcd in &mut members {
+            loop {
+                if etcd.child.try_wait().unwrap().is_some() {
+                    return None;
+                }
+                if etcd.ctl(&["endpoint", "health"]).status.success() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let log = std::fs::read_to_string(etcd._dir.path().join("etcd.log"))
+                        .unwrap_or_default();
+                    panic!("etcd at {} not healthy within 20 s:\n{log}", etcd.url);
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
-            if etcd.ctl(&["endpoint", "health"]).status.success() {
-                return Some(etcd);
-            }
-            std::thread::sleep(Duration::from_millis(50));
         }
-        let log = std::fs::read_to_string(etcd._dir.path().join("etcd.log")).unwrap_or_default();
-        panic!("etcd at {} not healthy within 20 s:\n{log}", etcd.url);
+        Some(members)
+    }
+
+    /// The member's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// `etcdctl` against this cluster.

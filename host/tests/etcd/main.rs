@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod failures;
 mod harness;
+mod members;
 mod proxy;
 mod review;
 mod waits;
@@ -21,8 +22,13 @@ use wasmlock::{ErrorKind, Wait};
 /// The TTL of the children's leases: etcd's floor.
 const TTL: Duration = Duration::from_secs(2);
 
-fn cluster(url: &str) -> Cluster {
-    Cluster::builder().endpoint(url).ttl(TTL).connect().unwrap()
+/// A connection to the members at `urls` (comma-separated).
+fn cluster(urls: &str) -> Cluster {
+    urls.split(',')
+        .fold(Cluster::builder(), |b, url| b.endpoint(url))
+        .ttl(TTL)
+        .connect()
+        .unwrap()
 }
 
 fn read_line() -> Option<String> {
@@ -91,6 +97,32 @@ fn child_entry() {
                         for _ in 0..n {
                             let _g = lock.lock().unwrap();
                             bump(counter.as_ref());
+                        }
+                    });
+                }
+            });
+            println!("DONE");
+        }
+        // Like `count`, `n` times from `threads` threads, and check that
+        // nobody else is inside (the witness in `dir`) and that fences grow
+        // from one hold to the next (the file `fence`, a fenced resource).
+        ["fenced", url, name, dir, n, threads] => {
+            let cluster = cluster(url);
+            let lock = cluster.lock(name).unwrap();
+            let dir = std::path::Path::new(dir);
+            let witness = Witness::new(dir.join("witness"));
+            std::thread::scope(|s| {
+                for _ in 0..threads.parse().unwrap() {
+                    s.spawn(|| {
+                        for _ in 0..n.parse().unwrap() {
+                            let guard = lock.lock().unwrap();
+                            let _inside = witness.enter(wasmlock::Mode::Exclusive);
+                            let fence = guard.fence().unwrap();
+                            let last: u64 = std::fs::read_to_string(dir.join("fence"))
+                                .map_or(0, |f| f.trim().parse().unwrap());
+                            assert!(fence > last, "VIOLATION: fence {fence} after {last}");
+                            std::fs::write(dir.join("fence"), fence.to_string()).unwrap();
+                            bump(&dir.join("counter"));
                         }
                     });
                 }

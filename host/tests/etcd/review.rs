@@ -1,7 +1,8 @@
 //! Cases found in review: a lost hold's failure stays the releaser's, names
 //! that nest stay apart, try-once requests never wait, a waiter key left by
 //! a failed wait is deleted once the cluster is back, and a waiter whose
-//! key is deleted queues again instead of taking the lock without a key.
+//! key is deleted queues again instead of taking the lock without a key; a
+//! key deleted under a hold that nobody asked about fails its release.
 
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -167,4 +168,50 @@ fn a_waiter_whose_key_is_deleted_queues_again_and_never_holds_beside_another() {
     second.expect("RELEASED", LONG);
     first.finish();
     second.finish();
+}
+
+#[test]
+fn a_key_deleted_under_a_hold_nobody_asked_about_fails_its_release() {
+    let Some(etcd) = Etcd::start() else { return };
+    let cluster = cluster(&etcd.url);
+    let lock = cluster.lock("unasked").unwrap();
+    let delete_key = || {
+        let key = etcd.until_keys("unasked/", 1)[0].clone();
+        let out = etcd.ctl(&["del", &key]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+    };
+
+    // A thread's unlock waits for the deletion, which finds the key gone.
+    let guard = lock.lock().unwrap();
+    delete_key();
+    let err = guard.unlock().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Lost, "{err}");
+    assert!(err.to_string().contains("unasked"), "{err}");
+
+    // A thread's first question knows of a deletion from before it.
+    let guard = lock.lock().unwrap();
+    delete_key();
+    assert!(guard.is_lost(), "the first is_lost() after the deletion");
+    assert_eq!(guard.unlock().unwrap_err().kind(), ErrorKind::Lost);
+
+    // Async code learns it from unlock_async.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let guard = lock.lock_async().await.unwrap();
+        delete_key();
+        let err = guard.unlock_async().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Lost, "{err}");
+        // A hold that was not lost is released without an error, and the
+        // loss before it is not reported again.
+        let guard = lock.lock_async().await.unwrap();
+        guard.unlock_async().await.unwrap();
+    });
+    let before = lock.lock().unwrap();
+    let fence = before.fence().unwrap();
+    before.unlock().unwrap();
+    assert!(lock.lock().unwrap().fence().unwrap() > fence);
+    etcd.until_keys("unasked/", 0);
 }
