@@ -15,10 +15,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::open::Opened;
 use super::{Backend, Key, LostFuture, ReleaseFuture};
-use crate::etcd::mutex::{self, Acquired, Grant, Leftover, Mine, Stop};
+use crate::etcd::mutex::{self, Acquired, Gone, Grant, Leftover, Mine, Stop};
 use crate::etcd::rpc;
 use crate::etcd::rpc::range_request::SortOrder;
-use crate::etcd::session::{Failure, Session};
+use crate::etcd::session::{Failure, Patience, Session};
 use crate::{Error, ErrorKind, Holder, Mode, Result};
 use tokio::sync::oneshot;
 
@@ -35,17 +35,17 @@ pub(crate) struct EtcdBackend {
     /// under this name.
     releasing: Leftover,
     /// What the latest releases found, by fence, until their releasers
-    /// ask ([`Backend::flush_release`]); `true` when the key was still the
-    /// hold's. Releasers that never ask (a guard dropped in an async
+    /// ask ([`Backend::flush_release`]).
+    /// Releasers that never ask (a guard dropped in an async
     /// context) leave theirs: only the last [`CONFIRMATIONS`] are kept.
-    confirmations: Mutex<VecDeque<(i64, oneshot::Receiver<bool>)>>,
+    confirmations: Mutex<VecDeque<(i64, oneshot::Receiver<Gone>)>>,
     stop: Arc<Stop>,
 }
 
 /// How many releases' outcomes wait for their releasers: one per release
 /// in flight is enough (each acquisition here waits for the release
 /// before it); more covers releasers that are slow to ask.
-const CONFIRMATIONS: usize = 16;
+const CONFIRMATIONS: usize = 64;
 
 /// The lock `name` of `session`, for the manager.
 pub(crate) fn open(session: &Arc<Session>, name: &str, display: &Path, service: &str) -> Opened {
@@ -108,7 +108,9 @@ impl EtcdBackend {
     fn first(&self) -> Result<Option<rpc::KeyValue>> {
         let conn = self.session.conn.clone();
         let range = rpc::by_create(&self.prefix, SortOrder::Ascend, 0);
-        let found = self.session.block(async move { conn.range(range).await });
+        let found = self
+            .session
+            .block(async move { conn.range(Patience::Timeout, range).await });
         let found = found.map_err(|f| self.error(f))?;
         Ok(found
             .kvs
@@ -126,9 +128,8 @@ fn error(display: &Path, service: &str, f: Failure) -> Error {
     Error::new(kind, display).with_detail(format!("{service}: {detail}"))
 }
 
-fn lost_error(display: &Path) -> Error {
-    Error::new(ErrorKind::Lost, display)
-        .with_detail("the etcd lease expired or the key was deleted before the release")
+fn lost_error(display: &Path, why: &str) -> Error {
+    Error::new(ErrorKind::Lost, display).with_detail(format!("the hold was lost: {why}"))
 }
 
 /// Whether this thread may wait for the cluster: not on an async
@@ -204,11 +205,14 @@ impl Backend for EtcdBackend {
                 let _ = before.await;
             }
             let mine = Mine::At(grant.revision);
-            let held = mutex::delete_until_gone(&conn, &grant.key, mine, &grant.lease).await;
-            let _ = found.send(held);
+            let deleted = mutex::delete_until_gone(&conn, &grant.key, mine, &grant.lease).await;
+            let _ = found.send(deleted);
         }));
         if lost {
-            return Err(lost_error(&self.display));
+            return Err(lost_error(
+                &self.display,
+                "its key was deleted or its lease lost",
+            ));
         }
         Ok(())
     }
@@ -236,8 +240,15 @@ impl Backend for EtcdBackend {
         // On the session's runtime: the caller's may have no timer.
         let confirmed = self.session.spawn(async move {
             match tokio::time::timeout(timeout, found).await {
-                Ok(Ok(true)) => Ok(()),
-                Ok(Ok(false)) => Err(lost_error(&display)),
+                Ok(Ok(Gone::Deleted)) => Ok(()),
+                Ok(Ok(Gone::Missing)) => Err(lost_error(
+                    &display,
+                    "its key was deleted by someone else before the release",
+                )),
+                Ok(Ok(Gone::LeaseLost)) => Err(lost_error(
+                    &display,
+                    "its lease was lost before the release",
+                )),
                 // The session's runtime is going away; the lease with it.
                 Ok(Err(_)) => Ok(()),
                 // Still trying: the next acquisition here waits for it.
@@ -262,7 +273,9 @@ impl Backend for EtcdBackend {
         // A thread waits for the watch's first look (one round trip, the
         // first time), so that a deletion from before the question is
         // known; an async caller is told once the look is in.
-        if may_block() {
+        if let Some(looked) = looked
+            && may_block()
+        {
             let timeout = self.session.conn.timeout;
             self.session.block(async move {
                 let _ = tokio::time::timeout(timeout, looked).await;
@@ -318,9 +331,9 @@ impl Backend for EtcdBackend {
         };
         // The holder it found, not whoever holds by the time it is deleted.
         let conn = self.session.conn.clone();
-        let deleted = self
-            .session
-            .block(async move { mutex::delete_if(&conn, &first.key, first.create_revision).await });
+        let deleted = self.session.block(async move {
+            mutex::delete_if(&conn, &first.key, first.create_revision, Patience::Timeout).await
+        });
         deleted.map(drop).map_err(|f| self.error(f))
     }
 }

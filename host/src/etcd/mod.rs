@@ -22,10 +22,11 @@
 //!   its last keep-alive (file locks: at once).
 //! - **Errors**: [`ErrorKind::Unavailable`]
 //!   when the cluster cannot be reached, naming the lock and the endpoints.
-//!   A request the cluster answers `Unavailable` (a member gone, an
-//!   election) is asked again, on another member when the [`Cluster`]
-//!   was given several, until the call [`timeout`](ClusterBuilder::timeout):
-//!   give it every member.
+//!   While a caller waits, a request that does not get through (a member
+//!   gone, an election, a broken connection) is asked again, on another
+//!   member when the [`Cluster`] was given several, until the wait ends or
+//!   the call [`timeout`](ClusterBuilder::timeout) passes: give it every
+//!   member. A try asks once.
 //! - **Exclusive only**: shared requests fail with
 //!   [`ErrorKind::Unsupported`].
 //!
@@ -60,6 +61,7 @@
 //! [`ErrorKind::Unavailable`]: crate::ErrorKind::Unavailable
 //! [`ErrorKind::Unsupported`]: crate::ErrorKind::Unsupported
 
+pub(crate) mod flag;
 pub(crate) mod mutex;
 pub(crate) mod rpc;
 pub(crate) mod session;

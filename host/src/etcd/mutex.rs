@@ -7,17 +7,16 @@
 //! created later, so it is greater.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::sync::Notify;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::flag::Flag;
 use super::rpc::event::EventType;
 use super::rpc::range_request::SortOrder;
 use super::rpc::watch_client::WatchClient;
 use super::rpc::watch_request::RequestUnion;
 use super::rpc::{self, RangeRequest, TxnRequest, WatchCreateRequest, WatchRequest};
-use super::session::{Connection, Failure, Lease, Session};
+use super::session::{Connection, Failure, Lease, Patience, Session};
 
 /// How many keys a put's look returns with it: the head of the queue is
 /// the first that is not a nested lock's (nested names are rare; when all
@@ -66,11 +65,11 @@ impl Grant {
     /// Starts watching the key on `session`'s runtime, once, and returns
     /// a future that is ready once the watch has looked at the key (or
     /// tried to), so that [`is_lost`](Self::is_lost) knows what the
-    /// cluster knew then.
+    /// cluster knew then; `None` once it has.
     pub(crate) fn watch(
         &self,
         session: &Session,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
         self.watch.get_or_init(|| {
             session
                 .spawn(watch_own_key(
@@ -84,7 +83,8 @@ impl Grant {
                 .abort_handle()
         });
         let looked = self.looked.clone();
-        async move { looked.wait().await }
+        let waited = async move { looked.wait().await };
+        (!self.looked.is_set()).then_some(waited)
     }
 
     /// Returns once the hold is lost: the key's deletion and the lease's
@@ -94,19 +94,9 @@ impl Grant {
     pub(crate) fn lost(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let (deleted, lease) = (self.deleted.clone(), self.lease.clone());
         async move {
-            loop {
-                let gone = deleted.notify.notified();
-                let expired = lease.on_lost.notified();
-                tokio::pin!(gone, expired);
-                gone.as_mut().enable();
-                expired.as_mut().enable();
-                if deleted.is_set() || lease.is_lost() {
-                    return;
-                }
-                tokio::select! {
-                    () = gone => {}
-                    () = expired => {}
-                }
+            tokio::select! {
+                () = deleted.wait() => {}
+                () = lease.lost() => {}
             }
         }
     }
@@ -116,37 +106,6 @@ impl Drop for Grant {
     fn drop(&mut self) {
         if let Some(watch) = self.watch.get() {
             watch.abort();
-        }
-    }
-}
-
-/// Something that has happened, and whoever waits for it.
-#[derive(Default)]
-pub(crate) struct Flag {
-    set: AtomicBool,
-    notify: Notify,
-}
-
-impl Flag {
-    pub(crate) fn set(&self) {
-        self.set.store(true, Ordering::Release);
-        self.notify.notify_waiters();
-    }
-
-    pub(crate) fn reset(&self) {
-        self.set.store(false, Ordering::Release);
-    }
-
-    fn is_set(&self) -> bool {
-        self.set.load(Ordering::Acquire)
-    }
-
-    async fn wait(&self) {
-        let notified = self.notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if !self.is_set() {
-            notified.await;
         }
     }
 }
@@ -187,8 +146,14 @@ pub(crate) async fn acquire(
     stop: Arc<Stop>,
     leftover: Leftover,
 ) -> Result<Acquired, Failure> {
+    // A try-once request never waits, not even for a cluster electing a
+    // leader; a wait asks again until its caller gives up.
+    let patience = match wait {
+        true => Patience::Until(&stop),
+        false => Patience::Once,
+    };
     loop {
-        let lease = session.lease().await?;
+        let lease = session.lease(patience).await?;
         let key = own_key(&prefix, &lease);
         let mut put = Put {
             session: &session,
@@ -198,7 +163,7 @@ pub(crate) async fn acquire(
             mine: Mine::Absent,
             leftover: &leftover,
         };
-        let (revision, head) = match put.put(&value).await {
+        let (revision, head) = match put.put(&value, patience).await {
             Ok(queued) => queued,
             // Revoked, though its keep-alives have not said so yet.
             Err(Failure::NoLease) => {
@@ -212,7 +177,7 @@ pub(crate) async fn acquire(
             Head::Mine => Ahead::First,
             Head::Other if !wait => Ahead::GaveUp,
             Head::Other | Head::Unknown => {
-                wait_first(&session, &prefix, &key, revision, &lease, wait, &stop).await?
+                wait_first(&session, &prefix, &key, revision, &lease, patience).await?
             }
         };
         match ahead {
@@ -245,31 +210,59 @@ pub(crate) enum Mine {
     Unknown,
 }
 
+/// What deleting this session's key came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gone {
+    /// It was there as expected (or may have been, and is gone now: an
+    /// attempt whose answer never came may have deleted it).
+    Deleted,
+    /// Someone else had deleted it (an operator, a forced break): for a
+    /// grant, the hold was lost before its release.
+    Missing,
+    /// Its lease was lost, and the key with it.
+    LeaseLost,
+}
+
 /// Deletes this session's `key` until it is gone, or its lease is (the key
-/// with it): a grant's release, a waiter's abandoned key. Returns whether
-/// the key was still there as `mine` says when it was deleted: `false` when
-/// someone else deleted it first (an operator, a forced break) or its lease
-/// was lost, which for a grant means the hold was lost before its release.
+/// with it): a grant's release, a waiter's abandoned key.
 pub(crate) async fn delete_until_gone(
     session: &Connection,
     key: &[u8],
     mine: Mine,
     lease: &Lease,
-) -> bool {
+) -> Gone {
+    // An attempt not answered within a share of the call timeout is made
+    // again: etcd answers a proposal lost to a change of leader only after
+    // its own request timeout (7 s by default), and a new leader is usually
+    // there long before.
+    let attempt = session.timeout / 4;
+    let mut unsure = false;
     loop {
-        let deleted = match mine {
-            Mine::Absent => return true,
-            Mine::At(revision) => delete_if(session, key, revision).await,
-            // No grant of this session's can be using the key meanwhile:
-            // the next put of it waits for this deletion.
-            Mine::Unknown => delete_any(session, key).await.map(|_| true),
+        let deleting = async {
+            match mine {
+                Mine::At(revision) => delete_if(session, key, revision, Patience::Once).await,
+                // No grant of this session's can be using the key meanwhile:
+                // the next put of it waits for this deletion.
+                Mine::Unknown => delete_any(session, key, Patience::Once).await.map(|_| true),
+                Mine::Absent => Ok(true),
+            }
         };
+        let deleted = tokio::time::timeout(attempt, deleting)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Failure::Unreachable(format!(
+                    "no answer within {attempt:?}"
+                )))
+            });
         match deleted {
-            Ok(found) => return found && !lease.is_lost(),
-            Err(_) if lease.is_lost() => return false,
+            Ok(true) => return Gone::Deleted,
+            Ok(false) if unsure => return Gone::Deleted,
+            Ok(false) => return Gone::Missing,
+            Err(_) if lease.is_lost() => return Gone::LeaseLost,
             Err(e) => {
+                unsure = true;
                 tracing::warn!(key = %String::from_utf8_lossy(key), error = ?e, "deleting an etcd lock key failed; trying again");
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
         }
     }
@@ -281,12 +274,17 @@ pub(crate) async fn delete_if(
     session: &Connection,
     key: &[u8],
     revision: i64,
+    patience: Patience<'_>,
 ) -> Result<bool, Failure> {
-    delete(session, key, vec![rpc::created_at(key, revision)]).await
+    delete(session, key, vec![rpc::created_at(key, revision)], patience).await
 }
 
-async fn delete_any(session: &Connection, key: &[u8]) -> Result<bool, Failure> {
-    delete(session, key, vec![]).await
+async fn delete_any(
+    session: &Connection,
+    key: &[u8],
+    patience: Patience<'_>,
+) -> Result<bool, Failure> {
+    delete(session, key, vec![], patience).await
 }
 
 /// Deletes `key` if `compare` holds; says whether it held.
@@ -294,13 +292,14 @@ async fn delete(
     session: &Connection,
     key: &[u8],
     compare: Vec<rpc::Compare>,
+    patience: Patience<'_>,
 ) -> Result<bool, Failure> {
     let txn = TxnRequest {
         compare,
         success: vec![rpc::delete_op(key)],
         failure: vec![],
     };
-    session.txn(txn).await.map(|done| done.succeeded)
+    session.txn(patience, txn).await.map(|done| done.succeeded)
 }
 
 /// This session's key while it is being put and waited with: dropped while
@@ -321,7 +320,7 @@ impl Put<'_> {
     /// session's: deleted first), and returns its create revision and whose
     /// key heads the queue, looked at in the same transaction (one round
     /// trip for an uncontended lock, as etcd's Go client takes).
-    async fn put(&mut self, value: &[u8]) -> Result<(i64, Head), Failure> {
+    async fn put(&mut self, value: &[u8], patience: Patience<'_>) -> Result<(i64, Head), Failure> {
         loop {
             let txn = TxnRequest {
                 compare: vec![rpc::created_at(self.key, 0)],
@@ -336,7 +335,7 @@ impl Put<'_> {
                 failure: vec![rpc::range_op(rpc::get(self.key))],
             };
             self.mine = Mine::Unknown;
-            let done = self.session.txn(txn).await?;
+            let done = self.session.txn(patience, txn).await?;
             if done.succeeded {
                 self.mine = Mine::At(done.revision());
                 let head = match done
@@ -354,7 +353,7 @@ impl Put<'_> {
             // key and its place, and two holds would share one grant.
             match done.range(0).first() {
                 Some(old) => {
-                    delete_if(self.session, self.key, old.create_revision).await?;
+                    delete_if(self.session, self.key, old.create_revision, patience).await?;
                 }
                 None => continue,
             }
@@ -364,8 +363,9 @@ impl Put<'_> {
     async fn delete(&mut self) -> Result<(), Failure> {
         match self.mine {
             Mine::Absent => Ok(true),
-            Mine::At(revision) => delete_if(self.session, self.key, revision).await,
-            Mine::Unknown => delete_any(self.session, self.key).await,
+            // Once: a key left behind is deleted in the background.
+            Mine::At(revision) => delete_if(self.session, self.key, revision, Patience::Once).await,
+            Mine::Unknown => delete_any(self.session, self.key, Patience::Once).await,
         }?;
         // Gone either way: deleted now, or before by someone else.
         self.mine = Mine::Absent;
@@ -420,10 +420,8 @@ async fn wait_first(
     key: &[u8],
     revision: i64,
     lease: &Lease,
-    wait: bool,
-    stop: &Stop,
+    patience: Patience<'_>,
 ) -> Result<Ahead, Failure> {
-    let mut first_look = true;
     // Serializable looks read the member's own state, without a round of
     // consensus (half a millisecond or more on every hand-off). A stale
     // view cannot grant wrongly: a view that has our key has every key
@@ -449,7 +447,7 @@ async fn wait_first(
             ],
             failure: vec![],
         };
-        let seen = session.txn(txn).await?;
+        let seen = session.txn(patience, txn).await?;
         let ours = seen.range(1).first().map(|kv| kv.create_revision);
         if ours != Some(revision) {
             if serializable {
@@ -470,30 +468,23 @@ async fn wait_first(
         // No key can join those ahead of ours: once the last one goes, we
         // are first, if ours is still there, which the same watch tells.
         let last_ahead = keys_ahead.next().is_none();
-        if first_look && !wait {
+        // Only a wait has someone to stop it (a try asks once).
+        let Patience::Until(stop) = patience else {
             return Ok(Ahead::GaveUp);
-        }
-        first_look = false;
-        let stopped = stop.notify.notified();
-        let lost = lease.on_lost.notified();
-        tokio::pin!(stopped, lost);
-        stopped.as_mut().enable();
-        lost.as_mut().enable();
+        };
         if stop.is_set() {
             return Ok(Ahead::GaveUp);
         }
-        if lease.is_lost() {
-            return Ok(Ahead::LeaseLost);
-        }
         let watched = [key, &ahead.key[..]];
         tokio::select! {
-            deleted = first_deleted(session, &watched, seen.revision()) => match deleted? {
+            deleted = first_deleted(session, &watched, seen.revision(), patience) => match deleted? {
                 Some(0) => return Ok(Ahead::LeaseLost),
                 Some(_) if last_ahead => return Ok(Ahead::First),
                 _ => {}
             },
-            () = &mut stopped => return Ok(Ahead::GaveUp),
-            () = &mut lost => {}
+            () = stop.wait() => return Ok(Ahead::GaveUp),
+            // Its keys go with it (revoked, or expiring).
+            () = lease.lost() => return Ok(Ahead::LeaseLost),
         }
     }
 }
@@ -501,7 +492,9 @@ async fn wait_first(
 /// Returns once `key` has been deleted after `revision` (or the watch was
 /// cut short: the caller looks again either way).
 async fn deleted_after(session: &Connection, key: &[u8], revision: i64) -> Result<(), Failure> {
-    first_deleted(session, &[key], revision).await.map(drop)
+    first_deleted(session, &[key], revision, Patience::Timeout)
+        .await
+        .map(drop)
 }
 
 /// Watches `keys` from after `revision` on, in one watch (one stream, so
@@ -512,7 +505,12 @@ async fn first_deleted(
     session: &Connection,
     keys: &[&[u8]],
     revision: i64,
+    patience: Patience<'_>,
 ) -> Result<Option<usize>, Failure> {
+    // After a watch cut short, the caller looks and watches again: not at
+    // the speed of round trips while a member is going away or catching
+    // up (a watch from a revision it has compacted is cancelled).
+    const CUT_SHORT: std::time::Duration = std::time::Duration::from_millis(50);
     // One range from the lowest key to just past the highest: deletions of
     // other keys in it (other waiters') are passed over.
     let low = keys.iter().min().expect("a key to watch");
@@ -534,7 +532,7 @@ async fn first_deleted(
     // The request stream stays open while the watch is wanted: etcd ends
     // the watch when it closes.
     let (_requests, mut events) = session
-        .call(|channel| {
+        .call(patience, |channel| {
             let create = create.clone();
             async move {
                 let (tx, rx) = tokio::sync::mpsc::channel(1);
@@ -550,6 +548,7 @@ async fn first_deleted(
         match events.message().await {
             Ok(Some(r)) => {
                 if r.canceled {
+                    tokio::time::sleep(CUT_SHORT).await;
                     return Ok(None);
                 }
                 let deleted = |key: &&[u8]| {
@@ -563,8 +562,11 @@ async fn first_deleted(
                 }
             }
             // Broken (a member gone): the caller's next look, which asks
-            // until the cluster answers or the timeout, tells which.
-            Ok(None) | Err(_) => return Ok(None),
+            // as patiently as the caller, tells whether the cluster is.
+            Ok(None) | Err(_) => {
+                tokio::time::sleep(CUT_SHORT).await;
+                return Ok(None);
+            }
         }
     }
 }
@@ -584,7 +586,7 @@ async fn watch_own_key(
         // Looked at first (again after a cut watch), then watched from the
         // look's revision on: etcd catches a watch from a past revision up
         // only every 100 ms, and cancels one from a compacted revision.
-        let look = session.range(rpc::get(&key)).await;
+        let look = session.range(Patience::Timeout, rpc::get(&key)).await;
         let from = match look {
             Ok(r) if r.kvs.first().map(|kv| kv.create_revision) == Some(revision) => {
                 r.header.map_or(revision, |h| h.revision)

@@ -10,15 +10,16 @@
 //! a fresh one.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::runtime::{Handle, Runtime};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
+use super::flag::Flag;
 use super::rpc::kv_client::KvClient;
 use super::rpc::lease_client::LeaseClient;
 use super::rpc::{
@@ -41,13 +42,23 @@ impl Failure {
     fn from_status(s: tonic::Status) -> Failure {
         use tonic::Code;
         match s.code() {
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
-                Failure::Unreachable(s.message().to_owned())
-            }
+            _ if unreachable(&s) => Failure::Unreachable(s.message().to_owned()),
             Code::NotFound => Failure::NoLease,
             _ => Failure::Refused(format!("{:?}: {}", s.code(), s.message())),
         }
     }
+}
+
+/// Whether `status` says the cluster was not reached, or not all the way:
+/// a member gone or without a leader (`Unavailable`), a connection that
+/// broke under the request (hyper's errors come as `Unknown` "transport
+/// error"), a request cut off. Asking again may get through.
+fn unreachable(status: &tonic::Status) -> bool {
+    use tonic::Code;
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
+    )
 }
 
 /// A lease this session's keys live under.
@@ -56,9 +67,10 @@ pub(crate) struct Lease {
     /// Until when the cluster is known to keep it: the time the last
     /// keep-alive that was answered was *sent*, plus the TTL it was given.
     deadline: Mutex<Instant>,
-    lost: AtomicBool,
-    /// Notified when the lease is found lost.
-    pub(crate) on_lost: Notify,
+    /// Set for good once the lease is lost: an answer that comes after the
+    /// deadline passed does not bring back holds already reported lost (it
+    /// stops the keep-alives instead, which revoke the lease).
+    lost: Flag,
 }
 
 impl Lease {
@@ -66,15 +78,17 @@ impl Lease {
         Lease {
             id,
             deadline: Mutex::new(deadline),
-            lost: AtomicBool::new(false),
-            on_lost: Notify::new(),
+            lost: Flag::default(),
         }
     }
 
     /// Lost, or past the time the cluster was known to keep it: a holder
     /// that was stopped past its TTL knows as soon as it runs again.
     pub(crate) fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::Acquire) || Instant::now() >= self.deadline()
+        if !self.lost.is_set() && Instant::now() >= self.deadline() {
+            self.lose();
+        }
+        self.lost.is_set()
     }
 
     fn deadline(&self) -> Instant {
@@ -83,10 +97,15 @@ impl Lease {
 
     /// Marks the lease lost (the cluster said so, or its deadline passed).
     pub(crate) fn lose(&self) {
-        if !self.lost.swap(true, Ordering::AcqRel) {
+        if self.lost.set() {
             tracing::warn!(lease = format_args!("{:x}", self.id), "etcd lease lost");
         }
-        self.on_lost.notify_waiters();
+    }
+
+    /// Returns once the lease is lost: at its deadline at the latest (the
+    /// keep-alive task marks it then).
+    pub(crate) async fn lost(&self) {
+        self.lost.wait().await
     }
 }
 
@@ -169,27 +188,45 @@ impl Session {
     }
 }
 
+/// How long a call asks again while the cluster cannot be reached (a member
+/// gone or without a leader, a connection broken: given several endpoints,
+/// the channel's next pick is another member).
+#[derive(Clone, Copy)]
+pub(crate) enum Patience<'a> {
+    /// One attempt: try-once requests never wait, and a deletion's caller
+    /// asks again itself, knowing that an attempt without an answer may
+    /// have been applied.
+    Once,
+    /// Until the call timeout.
+    Timeout,
+    /// Until the call timeout, or until nobody waits any more.
+    Until(&'a Flag),
+}
+
 impl Connection {
-    /// One request, bounded by the session's timeout, and sent again while
-    /// the cluster is `Unavailable` (a member gone or without a leader;
-    /// given several endpoints, the channel's next pick is another member).
-    /// Every request here may be repeated: a put compares that its key is
-    /// absent, a deletion compares its create revision, looks and watches
-    /// change nothing, and a lease granted twice leaves one that expires
-    /// unused.
+    /// One request, bounded by the session's timeout, sent again as
+    /// `patience` says. Requests sent again may have been applied already:
+    /// a put compares that its key is absent (and finds it if so), looks and
+    /// watches change nothing, and a lease granted twice leaves one that
+    /// expires unused.
     pub(crate) async fn call<T, Fut>(
         &self,
+        patience: Patience<'_>,
         mut send: impl FnMut(Channel) -> Fut,
     ) -> Result<T, Failure>
     where
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        retried(self.timeout, || send(self.channel.clone())).await
+        retried(self.timeout, patience, || send(self.channel.clone())).await
     }
 
     /// A transaction ([`call`](Self::call)).
-    pub(crate) async fn txn(&self, txn: TxnRequest) -> Result<TxnResponse, Failure> {
-        self.call(|channel| {
+    pub(crate) async fn txn(
+        &self,
+        patience: Patience<'_>,
+        txn: TxnRequest,
+    ) -> Result<TxnResponse, Failure> {
+        self.call(patience, |channel| {
             let txn = txn.clone();
             async move { KvClient::new(channel).txn(txn).await }
         })
@@ -197,8 +234,12 @@ impl Connection {
     }
 
     /// A look ([`call`](Self::call)).
-    pub(crate) async fn range(&self, range: RangeRequest) -> Result<RangeResponse, Failure> {
-        self.call(|channel| {
+    pub(crate) async fn range(
+        &self,
+        patience: Patience<'_>,
+        range: RangeRequest,
+    ) -> Result<RangeResponse, Failure> {
+        self.call(patience, |channel| {
             let range = range.clone();
             async move { KvClient::new(channel).range(range).await }
         })
@@ -206,7 +247,7 @@ impl Connection {
     }
 
     /// The session's lease, granted first if there is none or it was lost.
-    pub(crate) async fn lease(&self) -> Result<Arc<Lease>, Failure> {
+    pub(crate) async fn lease(&self, patience: Patience<'_>) -> Result<Arc<Lease>, Failure> {
         let mut current = self.lease.lock().await;
         if let Some(lease) = &*current
             && !lease.is_lost()
@@ -216,7 +257,7 @@ impl Connection {
         let sent = Instant::now();
         let ttl = self.ttl.as_secs().max(1) as i64;
         let granted = self
-            .call(|channel| async move {
+            .call(patience, |channel| async move {
                 let grant = LeaseGrantRequest { ttl, id: 0 };
                 LeaseClient::new(channel).lease_grant(grant).await
             })
@@ -233,7 +274,7 @@ impl Connection {
             ttl = granted.ttl,
             "etcd lease granted"
         );
-        tokio::spawn(keep_alive(
+        tokio::spawn(keep_alive_or_revoke(
             self.channel.clone(),
             lease.clone(),
             self.ttl / 3,
@@ -254,13 +295,14 @@ impl Drop for Session {
             let timeout = self.conn.timeout;
             let id = lease.id;
             let revoked = self.block(async move {
-                retried(timeout, || {
+                retried(timeout, Patience::Timeout, || {
                     let mut client = LeaseClient::new(channel.clone());
                     async move { client.lease_revoke(LeaseRevokeRequest { id }).await }
                 })
                 .await
             });
-            lease.lose();
+            // Revoked on purpose: nothing to warn about.
+            lease.lost.set();
             if let Err(e) = revoked {
                 tracing::warn!(lease = format_args!("{id:x}"), error = ?e, "revoking the etcd lease failed; its keys go when it expires");
             }
@@ -272,26 +314,57 @@ impl Drop for Session {
 }
 
 /// [`Connection::call`], for calls made without one.
-async fn retried<T, Fut>(timeout: Duration, mut send: impl FnMut() -> Fut) -> Result<T, Failure>
+async fn retried<T, Fut>(
+    timeout: Duration,
+    patience: Patience<'_>,
+    mut send: impl FnMut() -> Fut,
+) -> Result<T, Failure>
 where
     Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
     const FIRST_PAUSE: Duration = Duration::from_millis(20);
     const LONGEST_PAUSE: Duration = Duration::from_millis(500);
     let deadline = tokio::time::Instant::now() + timeout;
+    // An attempt that may be repeated gets a share of the timeout: etcd
+    // answers a proposal lost to a change of leader only after its own
+    // request timeout (7 s by default), and a new leader is usually there
+    // long before. Every request asked again is safe to repeat (above).
+    let attempt = match patience {
+        Patience::Once => timeout,
+        Patience::Timeout | Patience::Until(_) => timeout / 4,
+    };
     let mut pause = FIRST_PAUSE;
     loop {
-        match tokio::time::timeout_at(deadline, send()).await {
-            Ok(Err(status))
-                if status.code() == tonic::Code::Unavailable
-                    && tokio::time::Instant::now() + pause < deadline =>
-            {
-                tracing::debug!(error = %status.message(), "etcd unavailable; asking again");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(LONGEST_PAUSE);
-            }
-            answered => return answer(answered, timeout),
+        let until = deadline.min(tokio::time::Instant::now() + attempt);
+        let answered = tokio::time::timeout_at(until, send()).await;
+        let unavailable = match &answered {
+            Ok(Err(status)) => unreachable(status),
+            Ok(Ok(_)) => false,
+            Err(_) => true,
+        };
+        let again = match patience {
+            Patience::Once => false,
+            Patience::Timeout => unavailable,
+            Patience::Until(stop) => unavailable && !stop.is_set(),
+        };
+        if !again || tokio::time::Instant::now() + pause >= deadline {
+            return answer(answered, timeout);
         }
+        match &answered {
+            Ok(Err(status)) => {
+                tracing::debug!(code = ?status.code(), error = %status.message(), "etcd unreachable; asking again");
+            }
+            _ => tracing::debug!("etcd did not answer within {attempt:?}; asking again"),
+        }
+        let paused = tokio::time::sleep(pause);
+        match patience {
+            Patience::Until(stop) => tokio::select! {
+                () = paused => {}
+                () = stop.wait() => return answer(answered, timeout),
+            },
+            _ => paused.await,
+        }
+        pause = (pause * 2).min(LONGEST_PAUSE);
     }
 }
 
@@ -316,16 +389,64 @@ fn answer<T>(
     }
 }
 
+/// Keeps `lease` alive every `period` until it is lost ([`keep_alive`]),
+/// then revokes it unless the cluster said it had it no more: a lease this
+/// process stopped trusting must not keep its keys (a waiter's key left
+/// for the lease to take along) at the head of a queue. etcd 3.4 renews
+/// every lease when a new leader is elected, so under frequent elections a
+/// lease nobody keeps alive may not expire on its own.
+async fn keep_alive_or_revoke(
+    channel: Channel,
+    lease: Arc<Lease>,
+    period: Duration,
+    timeout: Duration,
+) {
+    if keep_alive(channel.clone(), &lease, period, timeout).await == Ended::Gone {
+        return;
+    }
+    // Asked until the cluster answers: the keys must not wait for an expiry
+    // that elections may keep putting off.
+    let mut pause = Duration::from_millis(200);
+    loop {
+        let revoke = LeaseRevokeRequest { id: lease.id };
+        match call(
+            timeout,
+            LeaseClient::new(channel.clone()).lease_revoke(revoke),
+        )
+        .await
+        {
+            Ok(_) | Err(Failure::NoLease) => return,
+            Err(Failure::Refused(e)) => {
+                tracing::warn!(lease = format_args!("{:x}", lease.id), error = %e, "revoking a lost etcd lease was refused; its keys go when it expires");
+                return;
+            }
+            Err(Failure::Unreachable(_)) => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(period);
+            }
+        }
+    }
+}
+
+/// Why keep-alives ended.
+#[derive(PartialEq, Eq)]
+enum Ended {
+    /// The cluster answered TTL 0: it has the lease no more.
+    Gone,
+    /// Given up on here: not answered before its deadline, or marked lost.
+    Given,
+}
+
 /// Keeps `lease` alive every `period` until it is lost: answered with TTL 0
-/// (expired or revoked), or not answered before its deadline (the cluster
-/// cannot be reached). A broken stream is opened again while there is time.
-async fn keep_alive(channel: Channel, lease: Arc<Lease>, period: Duration, timeout: Duration) {
+/// (expired or revoked), not answered before its deadline (the cluster
+/// cannot be reached), or marked lost here. A broken stream is opened again
+/// while there is time.
+async fn keep_alive(channel: Channel, lease: &Lease, period: Duration, timeout: Duration) -> Ended {
     let retry = Duration::from_millis(200).min(period);
     let deadline = || tokio::time::Instant::from_std(lease.deadline());
     loop {
         if lease.is_lost() {
-            lease.lose();
-            return;
+            return Ended::Given;
         }
         let (tx, rx) = mpsc::channel(4);
         // When each request still unanswered was sent: an answer extends
@@ -337,9 +458,15 @@ async fn keep_alive(channel: Channel, lease: Arc<Lease>, period: Duration, timeo
         let request = LeaseKeepAliveRequest { id: lease.id };
         tx.try_send(request).expect("an empty channel");
         let mut client = LeaseClient::new(channel.clone());
+        // A member that does not answer within a period (stopped, waiting
+        // for a leader, or stuck renewing on a leadership it lost) is not
+        // given the rest of the TTL: the stream is opened again, on another
+        // member when there are several.
+        let patience = period.min(timeout);
         let opened = tokio::select! {
-            opened = call(timeout, client.lease_keep_alive(ReceiverStream::new(rx))) => opened,
+            opened = call(patience, client.lease_keep_alive(ReceiverStream::new(rx))) => opened,
             () = tokio::time::sleep_until(deadline()) => continue,
+            () = lease.lost() => continue,
         };
         if let Ok(mut answers) = opened {
             // Sent every `period` whatever the answers do: a slow answer
@@ -349,6 +476,9 @@ async fn keep_alive(channel: Channel, lease: Arc<Lease>, period: Duration, timeo
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
+                        if sent.front().is_some_and(|at| at.elapsed() >= patience) {
+                            break;
+                        }
                         if tx.try_send(LeaseKeepAliveRequest { id: lease.id }).is_ok() {
                             sent.push_back(Instant::now());
                         }
@@ -359,13 +489,13 @@ async fn keep_alive(channel: Channel, lease: Arc<Lease>, period: Duration, timeo
                             *lease.deadline.lock().unwrap() = at + Duration::from_secs(a.ttl as u64);
                         }
                         Ok(Some(_)) => {
-                            // TTL 0: the cluster no longer has the lease.
                             lease.lose();
-                            return;
+                            return Ended::Gone;
                         }
                         Ok(None) | Err(_) => break,
                     },
                     () = tokio::time::sleep_until(deadline()) => break,
+                    () = lease.lost() => break,
                 }
             }
         }

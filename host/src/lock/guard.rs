@@ -34,8 +34,8 @@ impl<L: Deref<Target = FileLock>> Hold<L> {
         self.backend().flush_release(fence)
     }
 
-    /// [`release`](Self::release), waiting for what went on in the
-    /// background without blocking the executor.
+    /// [`release`](Self::release), then awaits what the backend does in the
+    /// background (an etcd key's deletion) instead of blocking on it.
     async fn release_async(&mut self) -> Result<()> {
         let fence = self.release_books()?;
         match self.backend().release_confirmed(fence) {
@@ -159,8 +159,13 @@ macro_rules! guard_api {
             /// break); an etcd lock's lease lost or its key deleted. Kernel
             /// locks cannot be lost. An etcd hold starts watching its key
             /// the first time it is asked (here or by [`lost`](Self::lost)),
-            /// so that holds nobody asks about cost no watch: a deletion is
-            /// known a round trip after the first question.
+            /// so that holds nobody asks about cost no watch. The watch
+            /// looks at the key first: on a thread, the first question
+            /// waits for that look (one round trip, at most the cluster's
+            /// call timeout) and knows of a deletion from before it; in
+            /// async code it does not wait, and the answer is known a round
+            /// trip later ([`lost`](Self::lost) and
+            /// [`unlock_async`](Self::unlock_async) tell for sure).
             ///
             /// ```
             /// use wasmlock::FileLock;
@@ -206,8 +211,10 @@ macro_rules! guard_api {
             /// Releases this hold now and reports any error (dropping the
             /// guard only logs it). An etcd hold is given back by deleting
             /// its key, which this waits for (at most the cluster's call
-            /// timeout) on a thread; on an async executor it does not wait
-            /// ([`unlock_async`](Self::unlock_async) does). A hold found
+            /// timeout) on a thread; inside a tokio runtime (its blocking
+            /// threads included) it does not wait, and reports only a loss
+            /// already known ([`unlock_async`](Self::unlock_async) waits).
+            /// A hold found
             /// lost by its release is an error of kind
             /// [`Lost`](crate::ErrorKind::Lost).
             pub fn unlock(mut self) -> Result<()> {

@@ -180,6 +180,22 @@ impl Etcd {
             .sum()
     }
 
+    /// What a failed test should show: the keys under `prefix` and every
+    /// lease with what is left of it (a lease kept alive by nobody that
+    /// does not expire keeps its keys at the head of their queues).
+    pub fn state(&self, prefix: &str) -> String {
+        let text = |args: &[&str]| String::from_utf8_lossy(&self.ctl(args).stdout).into_owned();
+        let mut state = format!(
+            "{} keys under {prefix}: {:?}\n",
+            self.url,
+            self.keys(prefix)
+        );
+        for lease in text(&["lease", "list"]).lines().skip(1) {
+            state += &text(&["lease", "timetolive", lease.trim()]);
+        }
+        state
+    }
+
     /// The keys under `prefix` (`NAME/`), in create order.
     pub fn keys(&self, prefix: &str) -> Vec<String> {
         let out = self.ctl(&[

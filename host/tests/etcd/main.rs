@@ -104,10 +104,19 @@ fn child_entry() {
             println!("DONE");
         }
         // Like `count`, `n` times from `threads` threads, and check that
-        // nobody else is inside (the witness in `dir`) and that fences grow
-        // from one hold to the next (the file `fence`, a fenced resource).
+        // nobody else is inside (the witness in `dir`), that fences grow
+        // from one hold to the next (the file `fence`, a fenced resource)
+        // and that no release says the hold was lost. Members may be
+        // stopped for longer than an election: a lease long enough to
+        // outlive one, and patience for a new leader.
         ["fenced", url, name, dir, n, threads] => {
-            let cluster = cluster(url);
+            let cluster = url
+                .split(',')
+                .fold(Cluster::builder(), |b, url| b.endpoint(url))
+                .ttl(Duration::from_secs(6))
+                .timeout(Duration::from_secs(10))
+                .connect()
+                .unwrap();
             let lock = cluster.lock(name).unwrap();
             let dir = std::path::Path::new(dir);
             let witness = Witness::new(dir.join("witness"));
@@ -116,13 +125,15 @@ fn child_entry() {
                     s.spawn(|| {
                         for _ in 0..n.parse().unwrap() {
                             let guard = lock.lock().unwrap();
-                            let _inside = witness.enter(wasmlock::Mode::Exclusive);
+                            let inside = witness.enter(wasmlock::Mode::Exclusive);
                             let fence = guard.fence().unwrap();
                             let last: u64 = std::fs::read_to_string(dir.join("fence"))
                                 .map_or(0, |f| f.trim().parse().unwrap());
                             assert!(fence > last, "VIOLATION: fence {fence} after {last}");
                             std::fs::write(dir.join("fence"), fence.to_string()).unwrap();
                             bump(&dir.join("counter"));
+                            drop(inside);
+                            guard.unlock().unwrap();
                         }
                     });
                 }

@@ -1,8 +1,9 @@
 //! A cluster of three members. A waiter's looks are serializable (the
 //! member's own state, which may lag behind the cluster), so clients of
 //! different members, and clients whose requests go to several, must still
-//! never hold at once, also while members fall behind and catch up; and a
-//! client given every member goes on when one of them dies.
+//! never hold at once, also while members fall behind and catch up and
+//! leaders are replaced; and a client given every member goes on when one
+//! of them dies.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -30,33 +31,61 @@ fn clients_of_lagging_members_never_hold_at_once_and_fences_grow() {
             Child::spawn(&["fenced", url, "lagging", d, &n, &threads])
         })
         .collect();
-    // Two of the members are stopped in turn: a stopped member falls
-    // behind, and answers from what it has seen until it catches up.
+    // Every member is stopped in turn, the leader among them: a stopped
+    // member falls behind and answers from what it has seen until it
+    // catches up; a stopped leader is replaced (after etcd's election
+    // timeout, 1 s), and requests in flight meanwhile are answered
+    // `Unavailable` and asked again. No release may call that a loss.
     let done = AtomicBool::new(false);
     let stops = std::thread::scope(|s| {
         let stopper = s.spawn(|| {
             let mut stops = 0;
-            while !done.load(Ordering::Relaxed) {
-                for member in &members[1..] {
-                    let pid = member.pid() as i32;
-                    // SAFETY: signals to a child of ours.
-                    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
-                    std::thread::sleep(Duration::from_millis(120));
-                    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
-                    std::thread::sleep(Duration::from_millis(40));
-                    stops += 1;
+            for member in members.iter().cycle() {
+                if done.load(Ordering::Relaxed) {
+                    break;
                 }
+                // Every fourth stop is the leader's, past an election; the
+                // new leader gets a second before the next stop.
+                let (member, stopped, settle) = match stops % 4 {
+                    0 => (leader(&members), Duration::from_millis(2500), 1000),
+                    _ => (member, Duration::from_millis(150), 100),
+                };
+                let pid = member.pid() as i32;
+                // SAFETY: signals to a child of ours.
+                assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+                std::thread::sleep(stopped);
+                assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+                std::thread::sleep(Duration::from_millis(settle));
+                stops += 1;
             }
             stops
         });
+        // Set however this thread leaves (a failed child panics it), so
+        // that the stopper ends and the members are continued; a failure
+        // shows the keys and leases the cluster still has.
+        struct Done<'a>(&'a AtomicBool, &'a [Etcd]);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    eprintln!("{}", self.1[0].state("lagging/"));
+                }
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let finished = Done(&done, &members);
         for mut p in procs {
-            p.expect("DONE", Duration::from_secs(180));
+            p.expect("DONE", Duration::from_secs(240));
             p.finish();
         }
-        done.store(true, Ordering::Relaxed);
+        drop(finished);
         stopper.join().unwrap()
     });
     assert!(stops >= 4, "members were stopped {stops} times");
+    let elections = members
+        .iter()
+        .map(|m| m.metric("etcd_server_leader_changes_seen_total", |_| true))
+        .fold(0.0, f64::max);
+    assert!(elections >= 2.0, "no leader was replaced ({elections})");
     assert_eq!(
         read_counter(&dir.path().join("counter")),
         (urls.len() * n * threads) as u64
@@ -73,8 +102,9 @@ fn a_client_given_every_member_goes_on_when_one_dies() {
     let cluster = every
         .iter()
         .fold(Cluster::builder(), |b, url| b.endpoint(*url))
-        .ttl(TTL)
-        // A new leader may have to be elected (about a second).
+        // A new leader may have to be elected (a second or two): the
+        // lease must outlive the keep-alives that go unanswered meanwhile.
+        .ttl(Duration::from_secs(6))
         .timeout(Duration::from_secs(10))
         .connect()
         .unwrap();
@@ -101,4 +131,18 @@ fn a_client_given_every_member_goes_on_when_one_dies() {
     other.send("release");
     other.expect("RELEASED ok", LONG);
     other.finish();
+}
+
+/// The member that leads (etcd's own gauge, read while none is stopped),
+/// once there is one again.
+fn leader(members: &[Etcd]) -> &Etcd {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let leads = |m: &&Etcd| m.metric("etcd_server_is_leader", |_| true) == 1.0;
+        if let Some(leader) = members.iter().find(leads) {
+            return leader;
+        }
+        assert!(std::time::Instant::now() < deadline, "no leader for 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
