@@ -16,7 +16,7 @@ use super::rpc::range_request::SortOrder;
 use super::rpc::watch_client::WatchClient;
 use super::rpc::watch_request::RequestUnion;
 use super::rpc::{self, RangeRequest, TxnRequest, WatchCreateRequest, WatchRequest};
-use super::session::{Connection, Failure, Lease, Patience, Session};
+use super::session::{Connection, Failure, Lease, Patience, Session, attempt};
 
 /// How many keys a put's look returns with it: the head of the queue is
 /// the first that is not a nested lock's (nested names are rare; when all
@@ -231,27 +231,15 @@ pub(crate) async fn delete_until_gone(
     mine: Mine,
     lease: &Lease,
 ) -> Gone {
-    // An attempt not answered within a share of the call timeout is made
-    // again: etcd answers a proposal lost to a change of leader only after
-    // its own request timeout (7 s by default), and a new leader is usually
-    // there long before.
-    let attempt = session.timeout / 4;
+    // Made again when not answered in time, as a repeatable call is.
+    let per_attempt = attempt(session.timeout);
     let mut unsure = false;
     loop {
-        let deleting = async {
-            match mine {
-                Mine::At(revision) => delete_if(session, key, revision, Patience::Once).await,
-                // No grant of this session's can be using the key meanwhile:
-                // the next put of it waits for this deletion.
-                Mine::Unknown => delete_any(session, key, Patience::Once).await.map(|_| true),
-                Mine::Absent => Ok(true),
-            }
-        };
-        let deleted = tokio::time::timeout(attempt, deleting)
+        let deleted = tokio::time::timeout(per_attempt, delete_mine(session, key, mine))
             .await
             .unwrap_or_else(|_| {
                 Err(Failure::Unreachable(format!(
-                    "no answer within {attempt:?}"
+                    "no answer within {per_attempt:?}"
                 )))
             });
         match deleted {
@@ -265,6 +253,18 @@ pub(crate) async fn delete_until_gone(
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+/// Deletes this session's `key` as `mine` says it is, asking once; says
+/// whether it was there as expected.
+async fn delete_mine(session: &Connection, key: &[u8], mine: Mine) -> Result<bool, Failure> {
+    match mine {
+        Mine::At(revision) => delete_if(session, key, revision, Patience::Once).await,
+        // No grant of this session's can be using the key meanwhile: the
+        // next put of it waits for this deletion.
+        Mine::Unknown => delete_any(session, key, Patience::Once).await,
+        Mine::Absent => Ok(true),
     }
 }
 
@@ -361,12 +361,8 @@ impl Put<'_> {
     }
 
     async fn delete(&mut self) -> Result<(), Failure> {
-        match self.mine {
-            Mine::Absent => Ok(true),
-            // Once: a key left behind is deleted in the background.
-            Mine::At(revision) => delete_if(self.session, self.key, revision, Patience::Once).await,
-            Mine::Unknown => delete_any(self.session, self.key, Patience::Once).await,
-        }?;
+        // Once: a key left behind is deleted in the background.
+        delete_mine(self.session, self.key, self.mine).await?;
         // Gone either way: deleted now, or before by someone else.
         self.mine = Mine::Absent;
         Ok(())

@@ -294,13 +294,7 @@ impl Drop for Session {
             let channel = self.conn.channel.clone();
             let timeout = self.conn.timeout;
             let id = lease.id;
-            let revoked = self.block(async move {
-                retried(timeout, Patience::Timeout, || {
-                    let mut client = LeaseClient::new(channel.clone());
-                    async move { client.lease_revoke(LeaseRevokeRequest { id }).await }
-                })
-                .await
-            });
+            let revoked = self.block(async move { revoke(&channel, id, timeout).await });
             // Revoked on purpose: nothing to warn about.
             lease.lost.set();
             if let Err(e) = revoked {
@@ -311,6 +305,25 @@ impl Drop for Session {
             rt.shutdown_background();
         }
     }
+}
+
+/// How long one attempt of a request that will be made again may take: a
+/// share of the call `timeout`. etcd answers a proposal lost to a change of
+/// leader only after its own request timeout (7 s by default), and a new
+/// leader is usually there long before.
+pub(crate) fn attempt(timeout: Duration) -> Duration {
+    timeout / 4
+}
+
+/// Revokes the lease `id`, asking again while the cluster cannot be reached
+/// until `timeout` passes.
+async fn revoke(channel: &Channel, id: i64, timeout: Duration) -> Result<(), Failure> {
+    retried(timeout, Patience::Timeout, || {
+        let mut client = LeaseClient::new(channel.clone());
+        async move { client.lease_revoke(LeaseRevokeRequest { id }).await }
+    })
+    .await
+    .map(drop)
 }
 
 /// [`Connection::call`], for calls made without one.
@@ -325,13 +338,10 @@ where
     const FIRST_PAUSE: Duration = Duration::from_millis(20);
     const LONGEST_PAUSE: Duration = Duration::from_millis(500);
     let deadline = tokio::time::Instant::now() + timeout;
-    // An attempt that may be repeated gets a share of the timeout: etcd
-    // answers a proposal lost to a change of leader only after its own
-    // request timeout (7 s by default), and a new leader is usually there
-    // long before. Every request asked again is safe to repeat (above).
+    // Every request asked again is safe to repeat (above).
     let attempt = match patience {
         Patience::Once => timeout,
-        Patience::Timeout | Patience::Until(_) => timeout / 4,
+        Patience::Timeout | Patience::Until(_) => attempt(timeout),
     };
     let mut pause = FIRST_PAUSE;
     loop {
@@ -406,24 +416,14 @@ async fn keep_alive_or_revoke(
     }
     // Asked until the cluster answers: the keys must not wait for an expiry
     // that elections may keep putting off.
-    let mut pause = Duration::from_millis(200);
     loop {
-        let revoke = LeaseRevokeRequest { id: lease.id };
-        match call(
-            timeout,
-            LeaseClient::new(channel.clone()).lease_revoke(revoke),
-        )
-        .await
-        {
-            Ok(_) | Err(Failure::NoLease) => return,
+        match revoke(&channel, lease.id, timeout).await {
+            Ok(()) | Err(Failure::NoLease) => return,
             Err(Failure::Refused(e)) => {
                 tracing::warn!(lease = format_args!("{:x}", lease.id), error = %e, "revoking a lost etcd lease was refused; its keys go when it expires");
                 return;
             }
-            Err(Failure::Unreachable(_)) => {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(period);
-            }
+            Err(Failure::Unreachable(_)) => {}
         }
     }
 }
