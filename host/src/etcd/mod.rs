@@ -34,9 +34,9 @@
 //! holder's lease, the lowest create revision holds), so these locks and
 //! `etcdctl lock NAME` exclude each other. One lease per [`Cluster`],
 //! kept alive at a third of its TTL, serves all its locks; waiters in this
-//! process queue here first-in first-out and cost one key and one watch per
-//! name in the cluster, however many they are. No polling: a waiting key
-//! watches the one just ahead of it.
+//! process queue here first-in first-out and cost one key and two watches
+//! per name in the cluster, however many they are. No polling: a waiting
+//! key watches the one just ahead of it, and itself.
 //!
 //! ```no_run
 //! use std::time::Duration;

@@ -462,7 +462,7 @@ async fn wait_first(
             return Ok(Ahead::First);
         };
         // No key can join those ahead of ours: once the last one goes, we
-        // are first, if ours is still there, which the same watch tells.
+        // are first, if ours is still there.
         let last_ahead = keys_ahead.next().is_none();
         // Only a wait has someone to stop it (a try asks once).
         let Patience::Until(stop) = patience else {
@@ -473,9 +473,12 @@ async fn wait_first(
         }
         let watched = [key, &ahead.key[..]];
         tokio::select! {
-            deleted = first_deleted(session, &watched, seen.revision(), patience) => match deleted? {
-                Some(0) => return Ok(Ahead::LeaseLost),
-                Some(_) if last_ahead => return Ok(Ahead::First),
+            deleted = one_deleted(session, &watched, seen.revision(), patience) => match deleted? {
+                // Ours gone: with the lease, or by an operator.
+                Some(Deletion { which: 0, .. }) => return Ok(Ahead::LeaseLost),
+                // The last key ahead gone while ours was still there.
+                Some(Deletion { in_order: true, .. }) if last_ahead => return Ok(Ahead::First),
+                // Otherwise the next look tells.
                 _ => {}
             },
             () = stop.wait() => return Ok(Ahead::GaveUp),
@@ -488,51 +491,57 @@ async fn wait_first(
 /// Returns once `key` has been deleted after `revision` (or the watch was
 /// cut short: the caller looks again either way).
 async fn deleted_after(session: &Connection, key: &[u8], revision: i64) -> Result<(), Failure> {
-    first_deleted(session, &[key], revision, Patience::Timeout)
+    one_deleted(session, &[key], revision, Patience::Timeout)
         .await
         .map(drop)
 }
 
-/// Watches `keys` from after `revision` on, in one watch (one stream, so
-/// deletions come in the order they happened), and returns the index of the
-/// first of them deleted (the lowest index if several went at once), or
-/// `None` if the watch was cut short.
-async fn first_deleted(
+/// A deletion a watch told of.
+struct Deletion {
+    /// Which of the watched keys went.
+    which: usize,
+    /// Whether a deletion of the first key before this one would have been
+    /// heard of first.
+    in_order: bool,
+}
+
+/// Watches `keys` from after `revision` on and tells of the first deletion
+/// of one of them it hears of, or `None` if the watch was cut short. Each
+/// key has a watch of its own, all on one stream: a range over them would
+/// also tell of every key between them (other waiters', N of them for each
+/// of N waiters). Whether no deletion of the first key can come after one
+/// it preceded is told with the deletion ([`Deletion::in_order`]).
+async fn one_deleted(
     session: &Connection,
     keys: &[&[u8]],
     revision: i64,
     patience: Patience<'_>,
-) -> Result<Option<usize>, Failure> {
+) -> Result<Option<Deletion>, Failure> {
     // After a watch cut short, the caller looks and watches again: not at
     // the speed of round trips while a member is going away or catching
     // up (a watch from a revision it has compacted is cancelled).
     const CUT_SHORT: std::time::Duration = std::time::Duration::from_millis(50);
-    // One range from the lowest key to just past the highest: deletions of
-    // other keys in it (other waiters') are passed over.
-    let low = keys.iter().min().expect("a key to watch");
-    let high = keys.iter().max().expect("a key to watch");
-    let range_end = if keys.len() == 1 {
-        Vec::new()
-    } else {
-        [*high, &[0][..]].concat()
-    };
-    let create = WatchRequest {
-        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
-            key: low.to_vec(),
-            range_end,
-            start_revision: revision + 1,
-            filters: vec![rpc::watch_create_request::FilterType::Noput as i32],
-            ..Default::default()
-        })),
-    };
+    let creates: Vec<WatchRequest> = keys
+        .iter()
+        .map(|key| WatchRequest {
+            request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+                key: key.to_vec(),
+                start_revision: revision + 1,
+                filters: vec![rpc::watch_create_request::FilterType::Noput as i32],
+                ..Default::default()
+            })),
+        })
+        .collect();
     // The request stream stays open while the watch is wanted: etcd ends
     // the watch when it closes.
     let (_requests, mut events) = session
         .call(patience, |channel| {
-            let create = create.clone();
+            let creates = creates.clone();
             async move {
-                let (tx, rx) = tokio::sync::mpsc::channel(1);
-                tx.send(create).await.expect("the receiver is alive");
+                let (tx, rx) = tokio::sync::mpsc::channel(creates.len());
+                for create in creates {
+                    tx.try_send(create).expect("room for every watch");
+                }
                 let opened = WatchClient::new(channel)
                     .watch(ReceiverStream::new(rx))
                     .await;
@@ -540,6 +549,18 @@ async fn first_deleted(
             }
         })
         .await?;
+    // A watch made before the member applied any revision past `revision`
+    // hears of each deletion as it is applied, in turn with the stream's
+    // other watches; one made later is caught up in a batch of its own, in
+    // no set order with them. The answer to each creation gives the
+    // member's revision just before that watch was made (etcd 3.4): if no
+    // answer is past `revision`, every watch but perhaps the last was made
+    // in time, the first key's among them, so a deletion of the first key
+    // is heard of before any later one. A member restored from a snapshot
+    // (one far behind) catches all its watches up in batches: a hold
+    // granted then may find its key gone at once, as if lost right after.
+    let mut created = 0;
+    let mut in_order = true;
     loop {
         match events.message().await {
             Ok(Some(r)) => {
@@ -547,14 +568,21 @@ async fn first_deleted(
                     tokio::time::sleep(CUT_SHORT).await;
                     return Ok(None);
                 }
+                if r.created {
+                    created += 1;
+                    in_order &= r.header.as_ref().is_some_and(|h| h.revision <= revision);
+                }
                 let deleted = |key: &&[u8]| {
                     r.events.iter().any(|e| {
                         e.r#type == EventType::Delete as i32
                             && e.kv.as_ref().is_some_and(|kv| kv.key == *key)
                     })
                 };
-                if let Some(first) = keys.iter().position(deleted) {
-                    return Ok(Some(first));
+                if let Some(which) = keys.iter().position(deleted) {
+                    // Each watch's answer to its creation comes before its
+                    // events, and the creations are answered in turn.
+                    let in_order = in_order && created == keys.len();
+                    return Ok(Some(Deletion { which, in_order }));
                 }
             }
             // Broken (a member gone): the caller's next look, which asks

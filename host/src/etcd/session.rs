@@ -12,7 +12,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::mpsc;
@@ -65,8 +65,9 @@ fn unreachable(status: &tonic::Status) -> bool {
 pub(crate) struct Lease {
     pub(crate) id: i64,
     /// Until when the cluster is known to keep it: the time the last
-    /// keep-alive that was answered was *sent*, plus the TTL it was given.
-    deadline: Mutex<Instant>,
+    /// keep-alive that was answered was *sent*, plus the TTL it was given,
+    /// on a clock that counts suspended time ([`now`]).
+    deadline: Mutex<Duration>,
     /// Set for good once the lease is lost: an answer that comes after the
     /// deadline passed does not bring back holds already reported lost (it
     /// stops the keep-alives instead, which revoke the lease).
@@ -74,7 +75,7 @@ pub(crate) struct Lease {
 }
 
 impl Lease {
-    fn new(id: i64, deadline: Instant) -> Lease {
+    fn new(id: i64, deadline: Duration) -> Lease {
         Lease {
             id,
             deadline: Mutex::new(deadline),
@@ -85,14 +86,20 @@ impl Lease {
     /// Lost, or past the time the cluster was known to keep it: a holder
     /// that was stopped past its TTL knows as soon as it runs again.
     pub(crate) fn is_lost(&self) -> bool {
-        if !self.lost.is_set() && Instant::now() >= self.deadline() {
+        if !self.lost.is_set() && now() >= self.deadline() {
             self.lose();
         }
         self.lost.is_set()
     }
 
-    fn deadline(&self) -> Instant {
+    fn deadline(&self) -> Duration {
         *self.deadline.lock().unwrap()
+    }
+
+    /// The deadline on tokio's clock, which stands still while the machine
+    /// sleeps: a timer for it may fire late, never [`Lease::is_lost`].
+    fn deadline_timer(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.deadline().saturating_sub(now())
     }
 
     /// Marks the lease lost (the cluster said so, or its deadline passed).
@@ -107,6 +114,12 @@ impl Lease {
     pub(crate) async fn lost(&self) {
         self.lost.wait().await
     }
+}
+
+/// Now, on the clock lease deadlines are kept on: the cluster's clock goes
+/// on while this machine sleeps, so a deadline must pass then too.
+fn now() -> Duration {
+    crate::sys::since_boot()
 }
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
@@ -254,7 +267,7 @@ impl Connection {
         {
             return Ok(lease.clone());
         }
-        let sent = Instant::now();
+        let sent = now();
         let ttl = self.ttl.as_secs().max(1) as i64;
         let granted = self
             .call(patience, |channel| async move {
@@ -443,7 +456,7 @@ enum Ended {
 /// while there is time.
 async fn keep_alive(channel: Channel, lease: &Lease, period: Duration, timeout: Duration) -> Ended {
     let retry = Duration::from_millis(200).min(period);
-    let deadline = || tokio::time::Instant::from_std(lease.deadline());
+    let deadline = || lease.deadline_timer();
     loop {
         if lease.is_lost() {
             return Ended::Given;
@@ -454,7 +467,7 @@ async fn keep_alive(channel: Channel, lease: &Lease, period: Duration, timeout: 
         let mut sent = std::collections::VecDeque::new();
         // The first request goes before the stream is open: etcd answers
         // the opening only with the first keep-alive's answer.
-        sent.push_back(Instant::now());
+        sent.push_back(now());
         let request = LeaseKeepAliveRequest { id: lease.id };
         tx.try_send(request).expect("an empty channel");
         let mut client = LeaseClient::new(channel.clone());
@@ -468,6 +481,9 @@ async fn keep_alive(channel: Channel, lease: &Lease, period: Duration, timeout: 
             () = tokio::time::sleep_until(deadline()) => continue,
             () = lease.lost() => continue,
         };
+        if let Err(e) = &opened {
+            tracing::debug!(lease = format_args!("{:x}", lease.id), error = ?e, "etcd keep-alive stream not opened");
+        }
         if let Ok(mut answers) = opened {
             // Sent every `period` whatever the answers do: a slow answer
             // must not push the next request towards the deadline.
@@ -476,23 +492,27 @@ async fn keep_alive(channel: Channel, lease: &Lease, period: Duration, timeout: 
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
-                        if sent.front().is_some_and(|at| at.elapsed() >= patience) {
+                        if sent.front().is_some_and(|&at| now().saturating_sub(at) >= patience) {
+                            tracing::debug!(lease = format_args!("{:x}", lease.id), "etcd keep-alive unanswered for {patience:?}; opening the stream again");
                             break;
                         }
                         if tx.try_send(LeaseKeepAliveRequest { id: lease.id }).is_ok() {
-                            sent.push_back(Instant::now());
+                            sent.push_back(now());
                         }
                     }
                     answer = answers.message() => match answer {
                         Ok(Some(a)) if a.ttl > 0 => {
-                            let at = sent.pop_front().unwrap_or_else(Instant::now);
+                            let at = sent.pop_front().unwrap_or_else(now);
                             *lease.deadline.lock().unwrap() = at + Duration::from_secs(a.ttl as u64);
                         }
                         Ok(Some(_)) => {
                             lease.lose();
                             return Ended::Gone;
                         }
-                        Ok(None) | Err(_) => break,
+                        Ok(None) | Err(_) => {
+                            tracing::debug!(lease = format_args!("{:x}", lease.id), "etcd keep-alive stream ended; opening it again");
+                            break;
+                        }
                     },
                     () = tokio::time::sleep_until(deadline()) => break,
                     () = lease.lost() => break,

@@ -12,6 +12,7 @@ mod proxy;
 mod review;
 mod waits;
 
+use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -29,6 +30,23 @@ fn cluster(urls: &str) -> Cluster {
         .ttl(TTL)
         .connect()
         .unwrap()
+}
+
+/// Seconds since the Unix epoch, to the millisecond: the one clock of the
+/// members test's logs.
+fn unix_time() -> String {
+    format!(
+        "{:.3}",
+        std::time::UNIX_EPOCH.elapsed().unwrap().as_secs_f64()
+    )
+}
+
+struct UnixTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for UnixTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        w.write_str(&unix_time())
+    }
 }
 
 fn read_line() -> Option<String> {
@@ -110,6 +128,17 @@ fn child_entry() {
         // stopped for longer than an election: a lease long enough to
         // outlive one, and patience for a new leader.
         ["fenced", url, name, dir, n, threads] => {
+            // The engine's debug events, for the members test to show beside
+            // the times it stopped members when it fails.
+            let log = std::path::Path::new(dir).join(format!("log-{}", std::process::id()));
+            let log = std::fs::File::create(log).unwrap();
+            writeln!(&log, "{} talks to {url}", unix_time()).unwrap();
+            tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::DEBUG)
+                .with_ansi(false)
+                .with_timer(UnixTime)
+                .with_writer(std::sync::Mutex::new(log))
+                .init();
             let cluster = url
                 .split(',')
                 .fold(Cluster::builder(), |b, url| b.endpoint(url))

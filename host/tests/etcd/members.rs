@@ -51,6 +51,8 @@ fn clients_of_lagging_members_never_hold_at_once_and_fences_grow() {
                     _ => (member, Duration::from_millis(150), 100),
                 };
                 let pid = member.pid() as i32;
+                // Shown when the test fails, beside the children's logs.
+                eprintln!("{} {} stopped for {stopped:?}", unix_time(), member.url);
                 // SAFETY: signals to a child of ours.
                 assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
                 std::thread::sleep(stopped);
@@ -62,17 +64,19 @@ fn clients_of_lagging_members_never_hold_at_once_and_fences_grow() {
         });
         // Set however this thread leaves (a failed child panics it), so
         // that the stopper ends and the members are continued; a failure
-        // shows the keys and leases the cluster still has.
-        struct Done<'a>(&'a AtomicBool, &'a [Etcd]);
+        // shows the keys and leases the cluster still has, and what the
+        // children's leases went through.
+        struct Done<'a>(&'a AtomicBool, &'a [Etcd], &'a std::path::Path);
         impl Drop for Done<'_> {
             fn drop(&mut self) {
                 if std::thread::panicking() {
                     eprintln!("{}", self.1[0].state("lagging/"));
+                    print_lease_logs(self.2);
                 }
                 self.0.store(true, Ordering::Relaxed);
             }
         }
-        let finished = Done(&done, &members);
+        let finished = Done(&done, &members, dir.path());
         for mut p in procs {
             p.expect("DONE", Duration::from_secs(240));
             p.finish();
@@ -131,6 +135,22 @@ fn a_client_given_every_member_goes_on_when_one_dies() {
     other.send("release");
     other.expect("RELEASED ok", LONG);
     other.finish();
+}
+
+/// The lines of the children's logs in `dir` that tell of their leases
+/// and keep-alives.
+fn print_lease_logs(dir: &std::path::Path) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("log-") {
+            let log = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let told = ["talks to", "etcd lease", "keep-alive"];
+            let leases = log.lines().filter(|l| told.iter().any(|w| l.contains(w)));
+            for line in leases {
+                eprintln!("child {pid}: {line}");
+            }
+        }
+    }
 }
 
 /// The member that leads (etcd's own gauge, read while none is stopped),

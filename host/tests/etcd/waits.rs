@@ -33,7 +33,7 @@ fn a_cancelled_async_wait_leaves_no_key_and_later_fences_grow() {
 }
 
 #[test]
-fn ten_thousand_waiting_tasks_cost_one_key_one_watch_and_one_thread() {
+fn ten_thousand_waiting_tasks_cost_one_key_two_watches_and_one_thread() {
     let Some(etcd) = Etcd::start() else { return };
     let mut holder = spawn("hold", &etcd, "crowd", &[]);
     locked(&mut holder);
@@ -50,7 +50,9 @@ fn ten_thousand_waiting_tasks_cost_one_key_one_watch_and_one_thread() {
         2,
         "the holder's key and one of the crowd's"
     );
-    assert_eq!(watchers(), watchers_before + 1.0, "one watch for all");
+    // One on its own key (to queue again at once if it goes), one on the
+    // key ahead.
+    assert_eq!(watchers(), watchers_before + 2.0, "two watches for all");
     // All but the first hundred give up while they wait.
     crowd.send("go");
     crowd.expect("ABORTED", LONG);
@@ -93,4 +95,49 @@ fn a_task_waiting_for_an_etcd_lock_does_not_hold_up_its_thread() {
     });
     holder.expect("RELEASED", LONG);
     holder.finish();
+}
+
+#[test]
+fn a_waiter_hears_of_the_key_ahead_not_of_the_keys_between() {
+    let Some(etcd) = Etcd::start() else { return };
+    let mut holder = spawn("hold", &etcd, "between", &[]);
+    locked(&mut holder);
+    let mut waiter = spawn("wait", &etcd, "between", &[]);
+    waiter.expect("WAITING", LONG);
+    let mut queued = etcd.until_keys("between/", 2);
+    queued.sort();
+    let (low, high) = (&queued[0], &queued[1]);
+    // Keys that sort between the holder's and the waiter's come and go, as
+    // other waiters' keys do: no event of theirs may reach the waiter
+    // (with N waiters, that would be N² events for every hand-off).
+    let events = || etcd.metric("etcd_debugging_mvcc_events_total", |_| true);
+    let before = events();
+    for round in 0..2 {
+        for i in 0..20 {
+            let between = format!("{low}0{round}{i:02}");
+            assert!(
+                &between > low && &between < high,
+                "{between} between {low} and {high}"
+            );
+            assert!(etcd.ctl(&["put", &between, "x"]).status.success());
+        }
+        assert!(
+            etcd.ctl(&["del", "--prefix", &format!("{low}0{round}")])
+                .status
+                .success()
+        );
+    }
+    assert_eq!(
+        events() - before,
+        0.0,
+        "events sent to the waiter's watches"
+    );
+    holder.send("release");
+    holder.expect("RELEASED", LONG);
+    locked(&mut waiter);
+    waiter.send("go");
+    waiter.expect("RELEASED", LONG);
+    waiter.finish();
+    holder.finish();
+    etcd.until_keys("between/", 0);
 }

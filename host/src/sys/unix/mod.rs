@@ -1,6 +1,8 @@
 //! Unix: `flock` through fs4, an OFD record lock as turnstile, process identity.
 
 mod at;
+#[cfg(feature = "etcd")]
+mod clock;
 mod errno;
 mod identity;
 mod proc_locks;
@@ -11,6 +13,9 @@ pub(crate) use at::{
     proc_fd_path, random_hex, rename_at, unlink_at,
 };
 pub(crate) use watch::DirWatch;
+
+#[cfg(feature = "etcd")]
+pub(crate) use clock::since_boot;
 
 #[cfg(test)]
 pub(crate) use errno::NO_LOCKS_ERRNOS;
