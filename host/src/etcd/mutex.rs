@@ -473,7 +473,7 @@ async fn wait_first(
         }
         let watched = [key, &ahead.key[..]];
         tokio::select! {
-            deleted = one_deleted(session, &watched, seen.revision(), patience) => match deleted? {
+            deleted = first_deletion_heard(session, &watched, seen.revision(), patience) => match deleted? {
                 // Ours gone: with the lease, or by an operator.
                 Some(Deletion { which: 0, .. }) => return Ok(Ahead::LeaseLost),
                 // The last key ahead gone while ours was still there.
@@ -491,7 +491,7 @@ async fn wait_first(
 /// Returns once `key` has been deleted after `revision` (or the watch was
 /// cut short: the caller looks again either way).
 async fn deleted_after(session: &Connection, key: &[u8], revision: i64) -> Result<(), Failure> {
-    one_deleted(session, &[key], revision, Patience::Timeout)
+    first_deletion_heard(session, &[key], revision, Patience::Timeout)
         .await
         .map(drop)
 }
@@ -511,7 +511,7 @@ struct Deletion {
 /// also tell of every key between them (other waiters', N of them for each
 /// of N waiters). Whether no deletion of the first key can come after one
 /// it preceded is told with the deletion ([`Deletion::in_order`]).
-async fn one_deleted(
+async fn first_deletion_heard(
     session: &Connection,
     keys: &[&[u8]],
     revision: i64,
@@ -521,6 +521,7 @@ async fn one_deleted(
     // the speed of round trips while a member is going away or catching
     // up (a watch from a revision it has compacted is cancelled).
     const CUT_SHORT: std::time::Duration = std::time::Duration::from_millis(50);
+    debug_assert!(!keys.is_empty(), "a key to watch");
     let creates: Vec<WatchRequest> = keys
         .iter()
         .map(|key| WatchRequest {
@@ -553,12 +554,20 @@ async fn one_deleted(
     // hears of each deletion as it is applied, in turn with the stream's
     // other watches; one made later is caught up in a batch of its own, in
     // no set order with them. The answer to each creation gives the
-    // member's revision just before that watch was made (etcd 3.4): if no
-    // answer is past `revision`, every watch but perhaps the last was made
-    // in time, the first key's among them, so a deletion of the first key
-    // is heard of before any later one. A member restored from a snapshot
-    // (one far behind) catches all its watches up in batches: a hold
-    // granted then may find its key gone at once, as if lost right after.
+    // member's revision when that watch was made (read just before it up to
+    // etcd 3.4.37, 3.5.21 and 3.6.1, just after it since): if no answer is
+    // past `revision`, every watch but perhaps the last was made in time,
+    // the first key's among them, so a deletion of the first key is heard
+    // of before any later one. This rests on etcd's own server (a gRPC
+    // proxy may batch differently). Two cases are left, in which a hold is
+    // granted whose key is already gone, as if an operator had deleted it
+    // right after the grant (`is_lost()` looks first and says so, the
+    // release says `Lost`, and its fence is below the next holder's): one
+    // request that deletes both keys at once (`etcdctl del --prefix`), whose
+    // events reach the two watches in no set order, and a member restored
+    // from a snapshot (one far behind), which catches all its watches up
+    // in batches. A look after every deletion would close them at a third
+    // more per hand-off.
     let mut created = 0;
     let mut in_order = true;
     loop {
@@ -580,7 +589,8 @@ async fn one_deleted(
                 };
                 if let Some(which) = keys.iter().position(deleted) {
                     // Each watch's answer to its creation comes before its
-                    // events, and the creations are answered in turn.
+                    // events, and the creations are answered in turn: all
+                    // are counted by now (checked all the same).
                     let in_order = in_order && created == keys.len();
                     return Ok(Some(Deletion { which, in_order }));
                 }

@@ -104,8 +104,16 @@ fn a_waiter_hears_of_the_key_ahead_not_of_the_keys_between() {
     locked(&mut holder);
     let mut waiter = spawn("wait", &etcd, "between", &[]);
     waiter.expect("WAITING", LONG);
+    let watchers = || etcd.metric("etcd_debugging_mvcc_watcher_total", |_| true);
     let mut queued = etcd.until_keys("between/", 2);
     queued.sort();
+    // Its look done and its watches made: keys put before would not be
+    // among those it watches even with a range.
+    let deadline = Instant::now() + LONG;
+    while watchers() < 2.0 {
+        assert!(Instant::now() < deadline, "the waiter never watched");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let (low, high) = (&queued[0], &queued[1]);
     // Keys that sort between the holder's and the waiter's come and go, as
     // other waiters' keys do: no event of theirs may reach the waiter

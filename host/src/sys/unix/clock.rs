@@ -29,9 +29,13 @@ mod tests {
     fn goes_on_at_least_as_fast_as_instant() {
         let (boot, instant) = (since_boot(), std::time::Instant::now());
         std::thread::sleep(Duration::from_millis(20));
-        let (boot_passed, instant_passed) = (since_boot() - boot, instant.elapsed());
+        // Read around the Instant's reads: it cannot have passed less.
+        let instant_passed = instant.elapsed();
+        let boot_passed = since_boot() - boot;
         assert!(boot_passed >= Duration::from_millis(20), "{boot_passed:?}");
-        // Read before and after the Instant: it cannot have passed less.
-        assert!(boot_passed + Duration::from_millis(5) >= instant_passed);
+        assert!(
+            boot_passed >= instant_passed,
+            "{boot_passed:?} < {instant_passed:?}"
+        );
     }
 }
