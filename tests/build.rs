@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 #[path = "../host/build/protoc.rs"]
 mod protoc;
 
-const GUESTS: &[&str] = &["counter-plugin", "probe"];
+const GUESTS: &[&str] = &["counter-plugin", "probe", "probe3"];
 const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
@@ -38,6 +38,7 @@ fn main() {
         "wit",
         "examples/counter-plugin",
         "tests/guests/probe",
+        "tests/guests/probe3",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }

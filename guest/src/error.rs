@@ -3,8 +3,6 @@
 
 use std::fmt;
 
-use crate::bindings::wasmlock::lock::types::ErrorCode as Raw;
-
 /// Which failure it was: the cases of the WIT `error-code`.
 pub use wasmlock_types::ErrorCode as ErrorKind;
 
@@ -18,8 +16,8 @@ pub struct Error {
 
 impl Error {
     /// An error about the lock `name`.
-    pub(crate) fn about(name: &str, raw: Raw) -> Error {
-        let (kind, detail) = kind_of(raw);
+    pub(crate) fn about(name: &str, raw: impl WitCode) -> Error {
+        let (kind, detail) = raw.split();
         let message = match detail {
             // The host's own words already name the lock.
             Some(detail) => detail,
@@ -43,23 +41,41 @@ impl Error {
     }
 }
 
-fn kind_of(raw: Raw) -> (ErrorKind, Option<String>) {
-    let kind = match raw {
-        Raw::WouldBlock => ErrorKind::WouldBlock,
-        Raw::Timeout => ErrorKind::Timeout,
-        Raw::Deadlock => ErrorKind::Deadlock,
-        Raw::ReadOnly => ErrorKind::ReadOnly,
-        Raw::NotPermitted => ErrorKind::NotPermitted,
-        Raw::Access => ErrorKind::Access,
-        Raw::InvalidPath => ErrorKind::InvalidPath,
-        Raw::Quota => ErrorKind::Quota,
-        Raw::Unsupported => ErrorKind::Unsupported,
-        Raw::Lost => ErrorKind::Lost,
-        Raw::Unavailable => ErrorKind::Unavailable,
-        Raw::Other(detail) => return (ErrorKind::Other, detail),
-    };
-    (kind, None)
+/// A WIT `error-code` of either interface version.
+pub(crate) trait WitCode {
+    /// Its kind, and the host's description if it gave one.
+    fn split(self) -> (ErrorKind, Option<String>);
 }
+
+/// The `error-code` cases are the same in every interface version.
+macro_rules! wit_code {
+    ($raw:path) => {
+        impl WitCode for $raw {
+            fn split(self) -> (ErrorKind, Option<String>) {
+                use $raw as Raw;
+                let kind = match self {
+                    Raw::WouldBlock => ErrorKind::WouldBlock,
+                    Raw::Timeout => ErrorKind::Timeout,
+                    Raw::Deadlock => ErrorKind::Deadlock,
+                    Raw::ReadOnly => ErrorKind::ReadOnly,
+                    Raw::NotPermitted => ErrorKind::NotPermitted,
+                    Raw::Access => ErrorKind::Access,
+                    Raw::InvalidPath => ErrorKind::InvalidPath,
+                    Raw::Quota => ErrorKind::Quota,
+                    Raw::Unsupported => ErrorKind::Unsupported,
+                    Raw::Lost => ErrorKind::Lost,
+                    Raw::Unavailable => ErrorKind::Unavailable,
+                    Raw::Other(detail) => return (ErrorKind::Other, detail),
+                };
+                (kind, None)
+            }
+        }
+    };
+}
+
+wit_code!(crate::bindings::wasmlock::lock::types::ErrorCode);
+#[cfg(feature = "p3")]
+wit_code!(crate::p3::bindings::wasmlock::lock::types::ErrorCode);
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

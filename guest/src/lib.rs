@@ -37,6 +37,10 @@
 //! and symbolic links leading out give [`ErrorKind::Access`]). A host may
 //! also grant [`Namespace`]s: named locks with no directory at all.
 //! (The examples here are `no_run`: they run inside a WebAssembly host.)
+//!
+//! For WASI 0.3 plugins, the crate's `p3` feature adds the module `p3`: the
+//! same locks over `wasmlock:lock@0.3.0`, where waiting is awaiting (one
+//! task waits while the plugin's others run) and cancelling is dropping.
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
 
@@ -45,6 +49,8 @@ mod bindings;
 mod error;
 mod lock;
 mod namespace;
+#[cfg(feature = "p3")]
+pub mod p3;
 mod preopen;
 mod raw;
 mod semaphore;

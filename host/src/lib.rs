@@ -129,5 +129,5 @@ pub mod wasm;
 #[cfg_attr(docsrs, doc(cfg(feature = "wasmtime")))]
 pub use wasm::{
     LockError, Namespace, WasiLockHost, WasmLock, WasmLockCtx, WasmLockCtxBuilder, WasmLockCtxView,
-    WasmLockView, add_to_linker_async,
+    WasmLockView, add_to_linker_async, p3,
 };

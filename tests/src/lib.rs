@@ -13,12 +13,15 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, Result, Store};
 use wasmtime_wasi::p2::bindings::Command;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::p3::bindings::Command as P3Command;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 /// The counter plugin (`examples/counter-plugin`).
 pub const COUNTER_PLUGIN: &str = env!("GUEST_COUNTER_PLUGIN");
 /// The scriptable test guest (`tests/guests/probe`).
 pub const PROBE: &str = env!("GUEST_PROBE");
+/// The WASI 0.3 test guest (`tests/guests/probe3`).
+pub const PROBE3: &str = env!("GUEST_PROBE3");
 
 /// Read, add one, write back — the critical section of every counter test:
 /// it loses updates unless its callers are serialised.
@@ -208,6 +211,8 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmlock::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+        wasmlock::p3::add_to_linker(&mut linker)?;
         Ok(Runtime {
             engine,
             linker,
@@ -257,11 +262,24 @@ impl Runtime {
             }
             None => store.set_epoch_deadline(u64::MAX / 2),
         }
+        // A WASI 0.3 command (which may export 0.2's `run` too, from std).
+        let p3 = component
+            .get_export_index(None, "wasi:cli/run@0.3.0")
+            .is_some();
         let run = async {
             for _ in 0..guest.instances {
-                let command =
-                    Command::instantiate_async(&mut store, &component, &self.linker).await?;
-                if let Err(()) = command.wasi_cli_run().call_run(&mut store).await? {
+                let ran = if p3 {
+                    let command =
+                        P3Command::instantiate_async(&mut store, &component, &self.linker).await?;
+                    store
+                        .run_concurrent(async move |a| command.wasi_cli_run().call_run(a).await)
+                        .await??
+                } else {
+                    let command =
+                        Command::instantiate_async(&mut store, &component, &self.linker).await?;
+                    command.wasi_cli_run().call_run(&mut store).await?
+                };
+                if let Err(()) = ran {
                     return Ok(Err(()));
                 }
             }

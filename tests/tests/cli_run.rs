@@ -4,11 +4,18 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use wasmlock::FileLock;
-use wasmlock_tests::{COUNTER_PLUGIN, PROBE};
+use wasmlock_tests::{COUNTER_PLUGIN, PROBE, PROBE3};
 
 /// The `wasmlock` binary of this build (built by `cargo test --workspace`).
 fn bin() -> Option<PathBuf> {
     wasmlock_tests::workspace_binary("wasmlock")
+}
+
+/// `wasmlock run --dir GRANT PLUGIN ARGS...`.
+fn run(bin: &std::path::Path, grant: &str, plugin: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.args(["run", "--dir", grant, plugin]).args(args);
+    cmd
 }
 
 #[test]
@@ -19,15 +26,7 @@ fn run_hosts_the_counter_plugin_with_locks() {
     let grant = format!("{}::/data", dir.path().display());
     let kids: Vec<_> = (0..3)
         .map(|_| {
-            Command::new(&bin)
-                .args([
-                    "run",
-                    "--dir",
-                    &grant,
-                    COUNTER_PLUGIN,
-                    "/data/counter",
-                    "200",
-                ])
+            run(&bin, &grant, COUNTER_PLUGIN, &["/data/counter", "200"])
                 .spawn()
                 .unwrap()
         })
@@ -35,6 +34,41 @@ fn run_hosts_the_counter_plugin_with_locks() {
     for mut k in kids {
         assert!(k.wait().unwrap().success());
     }
+    let n = std::fs::read_to_string(dir.path().join("counter")).unwrap();
+    assert_eq!(n.trim(), "600");
+}
+
+/// A WASI 0.3 command is told from a 0.2 one and run through 0.3's
+/// `run`: its tasks wait for locks while its other tasks go on, and two of
+/// its processes keep a counter exact with a 0.2 plugin's.
+#[test]
+fn run_hosts_wasi_0_3_plugins_beside_0_2_ones() {
+    let Some(bin) = bin() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("counter"), "0").unwrap();
+    let grant = format!("{}::/data", dir.path().display());
+    let piped = |plugin, args: &[&str]| {
+        run(&bin, &grant, plugin, args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // The counter plugin's lock is the counter's path with `.lock`.
+    let count = "counter:/data/counter.lock:/data/counter:200";
+    let kids = [
+        piped(PROBE3, &["pair:/data/p.lock:20", count]),
+        piped(PROBE3, &[count]),
+        piped(COUNTER_PLUGIN, &["/data/counter", "200"]),
+    ];
+    let outs: Vec<_> = kids
+        .into_iter()
+        .map(|k| k.wait_with_output().unwrap())
+        .collect();
+    for out in &outs {
+        assert!(out.status.success(), "{out:?}");
+    }
+    let first = String::from_utf8_lossy(&outs[0].stdout);
+    assert!(first.contains("pair:/data/p.lock:20 => ok"), "{first}");
     let n = std::fs::read_to_string(dir.path().join("counter")).unwrap();
     assert_eq!(n.trim(), "600");
 }

@@ -1,12 +1,5 @@
-//! The generated host traits, implemented over a guest's [`WasmLockCtxView`].
-//!
-//! Every limit is checked before the file system is touched, and file-system
-//! work that may take long (opening and creating files and directories,
-//! a semaphore's slot files, reading holders and markers, breaking, a soft
-//! marker's release, which takes turns with breakers) runs on a blocking
-//! thread. What stays on the executor is an acquisition's attempts and a
-//! release that cannot wait: a few system calls each (a `flock` with
-//! `LOCK_NB` or `LOCK_UN`, a soft marker's exclusive create or unlink).
+//! The `wasmlock:lock@0.2.0` host traits, implemented over a guest's
+//! [`WasmLockCtxView`] with the steps in `steps.rs`.
 //!
 //! As in wasmtime-wasi, only calls that may wait are async. A guard's drop
 //! is not: it releases at once, or, when a soft marker's release would wait
@@ -14,28 +7,24 @@
 //! next lock call waits for it first. A release waits for that turn before
 //! it locks the lock's in-process books, so attempts meanwhile do not wait.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use cap_std::fs::Dir;
-use wasmlock_types::{ErrorCode as Code, HolderKind};
+use wasmlock_types::HolderKind;
 use wasmtime::component::Resource;
-use wasmtime_wasi::OpenMode;
 use wasmtime_wasi::filesystem::Descriptor;
 use wasmtime_wasi::p2::DynPollable;
-use wasmtime_wasi::runtime::spawn_blocking;
 
+use super::WasmLockCtxView;
 use super::bindings::wasmlock::lock::types::ErrorCode;
 use super::bindings::wasmlock::lock::{locks, namespaces, types};
 use super::error::{LockError, LockResult};
 use super::guard::{GuestGuard, Native};
 use super::pending::FutureGuard;
 use super::resources::{GuestLock, GuestNamespace, GuestSemaphore};
-use super::{WasmLockCtxView, ctx::Slot};
-use crate::{FileLock, Kind, LockDir, Mode, Result, Semaphore, Wait};
+use super::steps::{blocking, opened_lock, opened_semaphore, since_epoch};
+use crate::{Kind, Mode, Wait};
 
-fn mode(m: types::Mode) -> Mode {
+pub(super) fn mode(m: types::Mode) -> Mode {
     match m {
         types::Mode::Exclusive => Mode::Exclusive,
         types::Mode::Shared => Mode::Shared,
@@ -49,7 +38,7 @@ fn wit_mode(m: Mode) -> types::Mode {
     }
 }
 
-fn kind(k: types::Kind) -> Kind {
+pub(super) fn kind(k: types::Kind) -> Kind {
     match k {
         types::Kind::Os => Kind::Os,
         types::Kind::Soft => Kind::Soft,
@@ -64,132 +53,11 @@ fn wait(w: types::Wait) -> Wait {
     }
 }
 
-fn holder_kind(k: HolderKind) -> types::HolderKind {
+pub(super) fn holder_kind(k: HolderKind) -> types::HolderKind {
     match k {
         HolderKind::ThisGuest => types::HolderKind::ThisGuest,
         HolderKind::ThisHost => types::HolderKind::ThisHost,
         HolderKind::Elsewhere => types::HolderKind::Elsewhere,
-    }
-}
-
-/// Runs file-system work on a blocking thread.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T> + Send + 'static,
-) -> LockResult<T> {
-    Ok(spawn_blocking(work).await?)
-}
-
-impl WasmLockCtxView<'_> {
-    /// A unit of the open-handles quota, before anything is touched.
-    fn handle_slot(&self) -> LockResult<Slot> {
-        self.ctx
-            .limits
-            .take_handle()
-            .ok_or_else(|| Code::Quota.into())
-    }
-
-    /// A unit of the held-locks quota for one more guard.
-    fn held_slot(&self) -> LockResult<Slot> {
-        self.ctx
-            .limits
-            .take_held()
-            .ok_or_else(|| Code::Quota.into())
-    }
-
-    /// The writable directory behind a guest's descriptor, as a sandbox
-    /// named by the guest's own spelling (host paths stay private).
-    fn lock_dir(&mut self, dir: &Resource<Descriptor>) -> LockResult<LockDir> {
-        let Descriptor::Dir(d) = self.table.get(dir)? else {
-            return Err(Code::InvalidPath.into());
-        };
-        if d.perms.write_not_permitted() {
-            return Err(Code::ReadOnly.into());
-        }
-        let file = d
-            .dir
-            .try_clone()
-            .map_err(|e| ErrorCode::Other(Some(e.to_string())))?;
-        Ok(LockDir::from_cap_std(Dir::from_std_file(file), ""))
-    }
-
-    fn push_lock(
-        &mut self,
-        lock: FileLock,
-        read_only: bool,
-        handle: Slot,
-    ) -> LockResult<Resource<GuestLock>> {
-        let guest = GuestLock {
-            lock: Arc::new(lock),
-            read_only,
-            _handle: handle,
-        };
-        Ok(self.table.push(guest)?)
-    }
-
-    /// Opens a lock by path on a blocking thread (resolved and opened now,
-    /// so a path out of the sandbox fails here) and hands it to the guest.
-    async fn open_lock(
-        &mut self,
-        handle: Slot,
-        open: impl FnOnce() -> Result<FileLock> + Send + 'static,
-    ) -> LockResult<Resource<GuestLock>> {
-        let lock = blocking(move || {
-            let lock = open()?;
-            lock.entry()?;
-            Ok(lock)
-        })
-        .await?;
-        self.push_lock(lock, false, handle)
-    }
-
-    /// Opens a semaphore on a blocking thread, its slot files made now, and
-    /// hands it to the guest.
-    async fn open_semaphore(
-        &mut self,
-        handle: Slot,
-        open: impl FnOnce() -> Result<Semaphore> + Send + 'static,
-    ) -> LockResult<Resource<GuestSemaphore>> {
-        let sem = blocking(move || {
-            let sem = open()?;
-            sem.open_slots()?;
-            Ok(sem)
-        })
-        .await?;
-        let guest = GuestSemaphore {
-            sem: Arc::new(sem),
-            _handle: handle,
-        };
-        Ok(self.table.push(guest)?)
-    }
-
-    /// Refuses a semaphore size before any slot file is made.
-    fn check_slots(&self, slots: u32) -> LockResult<usize> {
-        if slots > self.ctx.limits.max_slots() {
-            return Err(Code::Quota.into());
-        }
-        Ok(slots as usize)
-    }
-
-    /// What acquiring `this` in `m` needs: the handle, the guest's identity
-    /// and its held-locks unit, after the policy checks.
-    fn prepare(
-        &mut self,
-        this: &Resource<GuestLock>,
-        m: Mode,
-    ) -> LockResult<(Arc<FileLock>, Slot)> {
-        let g = self.table.get(this)?;
-        if g.read_only && !self.ctx.limits.read_only_allows(m) {
-            return Err(Code::NotPermitted.into());
-        }
-        let lock = g.lock.clone();
-        Ok((lock, self.held_slot()?))
-    }
-
-    fn deadline(&self) -> Option<tokio::time::Instant> {
-        self.ctx
-            .limits
-            .max_hold()
-            .map(|max| tokio::time::Instant::now() + max)
     }
 }
 
@@ -209,30 +77,13 @@ impl locks::HostLock for WasmLockCtxView<'_> {
         k: types::Kind,
     ) -> LockResult<Resource<GuestLock>> {
         let k = kind(k);
-        if !self.ctx.limits.allows(k) {
-            return Err(Code::NotPermitted.into());
-        }
-        let handle = self.handle_slot()?;
-        let locks = self.lock_dir(&dir)?;
-        self.open_lock(handle, move || locks.builder(&path).kind(k).build())
-            .await
+        let (handle, locks) = self.open_at_checked(&dir, k)?;
+        let lock = opened_lock(move || locks.builder(&path).kind(k).build()).await?;
+        self.push_lock(lock, false, handle)
     }
 
     async fn on_file(&mut self, file: Resource<Descriptor>) -> LockResult<Resource<GuestLock>> {
-        if !self.ctx.limits.allows(Kind::Os) {
-            return Err(Code::NotPermitted.into());
-        }
-        // The quota first: no descriptor is duplicated beyond it.
-        let handle = self.handle_slot()?;
-        let Descriptor::File(f) = self.table.get(&file)? else {
-            return Err(Code::InvalidPath.into());
-        };
-        let read_only = !f.open_mode.contains(OpenMode::WRITE) || f.perms.write_not_permitted();
-        let opened = f.file.try_clone();
-        let name = PathBuf::from("<file descriptor>");
-        let opened = opened.map_err(|e| crate::Error::from_io(e, &name))?;
-        let lock = FileLock::from_file_as(opened, name)?;
-        self.push_lock(lock, read_only, handle)
+        self.lock_on_file(&file)
     }
 
     async fn acquire(
@@ -242,29 +93,12 @@ impl locks::HostLock for WasmLockCtxView<'_> {
         w: types::Wait,
     ) -> LockResult<Resource<GuestGuard>> {
         self.ctx.releasing.settle().await;
-        let m = mode(m);
-        let (lock, held) = self.prepare(&this, m)?;
-        let party = self.ctx.owner;
         let asked = wait(w);
+        // The guest waits in this call: it cannot release what it holds.
         // Deadlock is judged on what the guest asked for: a forever wait
         // the host caps would still end only in a timeout.
-        let blocks = asked == Wait::Forever;
-        // A free lock is taken without building the waiting future, which
-        // costs an uncontended lock+unlock more than the lock itself.
-        let guard = match lock.try_fast_for_party(m, party, blocks) {
-            Some(guard) => guard,
-            None => {
-                let w = self.ctx.limits.clamp(asked);
-                let report = self.ctx.limits.slow_wait().map(|(after, report)| {
-                    let path = lock.path().to_path_buf();
-                    (after, move |h| report(&path, h))
-                });
-                // The guest waits in this call: it cannot release what it
-                // holds.
-                Box::pin(lock.lock_for_party_async(m, w, party, blocks, report)).await?
-            }
-        };
-        let guard = GuestGuard::new(Native::Lock(guard), held, self.deadline());
+        let begun = self.begin_acquire(&this, mode(m), asked, asked == Wait::Forever)?;
+        let guard = begun.granted().await?;
         Ok(self.table.push(guard)?)
     }
 
@@ -292,57 +126,29 @@ impl locks::HostLock for WasmLockCtxView<'_> {
 
     async fn is_locked(&mut self, this: Resource<GuestLock>) -> LockResult<bool> {
         self.ctx.releasing.settle().await;
-        let lock = self.table.get(&this)?.lock.clone();
+        let lock = self.lock_of(&this)?;
         blocking(move || lock.is_locked()).await
     }
 
     async fn holder(&mut self, this: Resource<GuestLock>) -> LockResult<Option<types::Holder>> {
         self.ctx.releasing.settle().await;
-        let lock = self.table.get(&this)?.lock.clone();
-        let (party, reveal) = (self.ctx.owner, self.ctx.limits.reveal_holders());
-        let found = blocking(move || {
-            let Some(kind) = lock.holder_kind(party)? else {
-                return Ok(None);
-            };
-            let details = if reveal { lock.holder()? } else { None };
-            Ok(Some((kind, details)))
-        })
-        .await?;
-        Ok(found.map(|(kind, details)| {
-            let details = details.unwrap_or_default();
-            types::Holder {
-                kind: holder_kind(kind),
-                pid: details.pid,
-                host: details.host,
-                since: details
-                    .since
-                    .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-                    .map(
-                        |d| wasmtime_wasi::p2::bindings::clocks::wall_clock::Datetime {
-                            seconds: d.as_secs(),
-                            nanoseconds: d.subsec_nanos(),
-                        },
-                    ),
-            }
+        let found = self.holder_lookup(&this)?.await?;
+        Ok(found.map(|(kind, details)| types::Holder {
+            kind: holder_kind(kind),
+            since: since_epoch(&details).map(|d| {
+                wasmtime_wasi::p2::bindings::clocks::wall_clock::Datetime {
+                    seconds: d.as_secs(),
+                    nanoseconds: d.subsec_nanos(),
+                }
+            }),
+            pid: details.pid,
+            host: details.host,
         }))
     }
 
     async fn break_lock(&mut self, this: Resource<GuestLock>, force: bool) -> LockResult<()> {
         self.ctx.releasing.settle().await;
-        let lock = self.table.get(&this)?.lock.clone();
-        if !self.ctx.limits.allows_break(force) {
-            return Err(Code::NotPermitted.into());
-        }
-        blocking(move || match lock.break_lock(force) {
-            // A live holder, and no force: someone holds it.
-            Err(e) if e.kind() == crate::ErrorKind::NotOwner => {
-                Err(crate::Error::new(crate::ErrorKind::WouldBlock, lock.path()))
-            }
-            // Nobody holds it: nothing to break.
-            Err(e) if e.kind() == crate::ErrorKind::NotHeld => Ok(()),
-            other => other,
-        })
-        .await
+        self.break_checked(&this, force)?.await
     }
 
     fn drop(&mut self, this: Resource<GuestLock>) -> wasmtime::Result<()> {
@@ -436,14 +242,9 @@ impl locks::HostSemaphore for WasmLockCtxView<'_> {
         name: String,
         slots: u32,
     ) -> LockResult<Resource<GuestSemaphore>> {
-        if !self.ctx.limits.allows(Kind::Os) {
-            return Err(Code::NotPermitted.into());
-        }
-        let slots = self.check_slots(slots)?;
-        let handle = self.handle_slot()?;
-        let locks = self.lock_dir(&dir)?;
-        self.open_semaphore(handle, move || locks.semaphore(&name, slots))
-            .await
+        let (handle, slots, locks) = self.semaphore_at_checked(&dir, slots)?;
+        let sem = opened_semaphore(move || locks.semaphore(&name, slots)).await?;
+        self.push_semaphore(sem, handle)
     }
 
     async fn acquire(
@@ -452,13 +253,9 @@ impl locks::HostSemaphore for WasmLockCtxView<'_> {
         w: types::Wait,
     ) -> LockResult<Resource<GuestGuard>> {
         self.ctx.releasing.settle().await;
-        let sem = self.table.get(&this)?.sem.clone();
-        let held = self.held_slot()?;
         let asked = wait(w);
-        let w = self.ctx.limits.clamp(asked);
-        let (party, blocks) = (self.ctx.owner, asked == Wait::Forever);
-        let permit = sem.acquire_for_party_async(w, party, blocks).await?;
-        let guard = GuestGuard::new(Native::Permit(permit), held, self.deadline());
+        let waiting = self.begin_permit(&this, asked, asked == Wait::Forever)?;
+        let guard = waiting.granted().await?;
         Ok(self.table.push(guard)?)
     }
 
@@ -482,7 +279,7 @@ impl locks::HostSemaphore for WasmLockCtxView<'_> {
 
     async fn available(&mut self, this: Resource<GuestSemaphore>) -> LockResult<u32> {
         self.ctx.releasing.settle().await;
-        let sem = self.table.get(&this)?.sem.clone();
+        let sem = self.semaphore_of(&this)?;
         blocking(move || sem.available().map(|n| n as u32)).await
     }
 
@@ -502,17 +299,9 @@ impl locks::HostNamespace for WasmLockCtxView<'_> {
         this: Resource<GuestNamespace>,
         key: String,
     ) -> LockResult<Resource<GuestLock>> {
-        let ns = self.table.get(&this)?;
-        let (name, namespace) = (ns.name.clone(), ns.namespace.clone());
-        if namespace
-            .lock_kind()
-            .is_some_and(|kind| !self.ctx.limits.allows(kind))
-        {
-            return Err(Code::NotPermitted.into());
-        }
-        let handle = self.handle_slot()?;
-        self.open_lock(handle, move || namespace.lock(&name, &key))
-            .await
+        let (handle, name, namespace) = self.namespace_lock_checked(&this)?;
+        let lock = opened_lock(move || namespace.lock(&name, &key)).await?;
+        self.push_lock(lock, false, handle)
     }
 
     async fn open_semaphore(
@@ -521,15 +310,9 @@ impl locks::HostNamespace for WasmLockCtxView<'_> {
         key: String,
         slots: u32,
     ) -> LockResult<Resource<GuestSemaphore>> {
-        let ns = self.table.get(&this)?;
-        let (name, namespace) = (ns.name.clone(), ns.namespace.clone());
-        if !self.ctx.limits.allows(Kind::Os) {
-            return Err(Code::NotPermitted.into());
-        }
-        let slots = self.check_slots(slots)?;
-        let handle = self.handle_slot()?;
-        self.open_semaphore(handle, move || namespace.semaphore(&name, &key, slots))
-            .await
+        let (handle, slots, name, namespace) = self.namespace_semaphore_checked(&this, slots)?;
+        let sem = opened_semaphore(move || namespace.semaphore(&name, &key, slots)).await?;
+        self.push_semaphore(sem, handle)
     }
 
     fn drop(&mut self, this: Resource<GuestNamespace>) -> wasmtime::Result<()> {

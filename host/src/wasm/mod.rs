@@ -80,8 +80,10 @@ mod error;
 mod guard;
 mod host;
 mod namespace;
+pub mod p3;
 mod pending;
 mod resources;
+mod steps;
 
 pub use ctx::{WasmLockCtx, WasmLockCtxBuilder};
 pub use error::LockError;

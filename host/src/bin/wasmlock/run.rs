@@ -69,6 +69,12 @@ pub(crate) fn main(args: RunArgs) -> ExitCode {
     })
 }
 
+/// The WASI version of a command's `run`.
+enum World {
+    P2,
+    P3,
+}
+
 async fn run(args: RunArgs) -> Result<ExitCode, String> {
     let RunArgs {
         dirs,
@@ -85,9 +91,33 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
     let engine = Engine::default();
     let component = Component::from_file(&engine, &plugin)
         .map_err(|e| format!("{}: cannot load component: {e}", plugin.display()))?;
+    // A WASI 0.3 command exports 0.3's `run` (and, built by Rust's std
+    // for wasm32-wasip2, 0.2's too, and imports WASI 0.2): both worlds
+    // are linked, and 0.3's `run` is the one called when there is one.
+    let world = if component
+        .get_export_index(None, "wasi:cli/run@0.3.0")
+        .is_some()
+    {
+        World::P3
+    } else if component
+        .get_export_index(None, "wasi:cli/run@0.2.0")
+        .is_some()
+    {
+        World::P2
+    } else {
+        return Err(format!(
+            "{}: not a wasi:cli command (it exports no wasi:cli/run@0.3.x or @0.2.x)",
+            plugin.display()
+        ));
+    };
     let mut linker = Linker::new(&engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| e.to_string())?;
-    wasmlock::add_to_linker_async(&mut linker).map_err(|e| e.to_string())?;
+    let linked = (|| {
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmlock::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+        wasmlock::p3::add_to_linker(&mut linker)
+    })();
+    linked.map_err(|e| e.to_string())?;
 
     let mut wasi = WasiCtxBuilder::new();
     wasi.inherit_stdio()
@@ -140,11 +170,24 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
     }
     let mut store = Store::new(&engine, WasiLockHost::new(wasi.build(), locks.build()));
     let result = async {
-        let command = wasmtime_wasi::p2::bindings::Command::instantiate_async(
-            &mut store, &component, &linker,
-        )
-        .await?;
-        command.wasi_cli_run().call_run(&mut store).await
+        match world {
+            World::P3 => {
+                let command = wasmtime_wasi::p3::bindings::Command::instantiate_async(
+                    &mut store, &component, &linker,
+                )
+                .await?;
+                store
+                    .run_concurrent(async move |a| command.wasi_cli_run().call_run(a).await)
+                    .await?
+            }
+            World::P2 => {
+                let command = wasmtime_wasi::p2::bindings::Command::instantiate_async(
+                    &mut store, &component, &linker,
+                )
+                .await?;
+                command.wasi_cli_run().call_run(&mut store).await
+            }
+        }
     }
     .await;
     Ok(match result {

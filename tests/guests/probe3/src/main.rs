@@ -1,0 +1,218 @@
+//! A test guest for `wasmlock:lock@0.3.0`, a WASI 0.3 command. Each
+//! argument is one scenario, `verb:arg:arg...`; each prints one line
+//! `STEP => RESULT` the test reads.
+//!
+//! Scenarios: `pair:PATH:N` (two tasks of this guest take the lock N times
+//! each and check that the other is never inside), `counter:PATH:FILE:N`
+//! (N increments of FILE under the lock), `timeout:PATH:MS` (one bounded
+//! wait), `givesup:PATH:MS` (one task holds, another's bounded wait gives
+//! up, then the lock is free at once), `race:PATH:N` (N releases that race
+//! a waiter's cancel: the lock is free afterwards every time), `lost:PATH`
+//! (waits for the host to end the hold), `open:PATH` (opens it),
+//! `guards:DIR:N` (opens and takes N locks, keeping them).
+
+use std::cell::Cell;
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use wasmlock_guest::ErrorKind;
+use wasmlock_guest::p3::Lock;
+
+wit_bindgen::generate!({
+    inline: "package probe:p3; world probe { import wasi:clocks/monotonic-clock@0.3.0; export wasi:cli/run@0.3.0; }",
+    path: "../../../wit/p3",
+    generate_all,
+});
+
+use wasi::clocks::monotonic_clock::wait_for;
+
+struct Probe;
+
+export!(Probe);
+
+impl exports::wasi::cli::run::Guest for Probe {
+    async fn run() -> Result<(), ()> {
+        for step in std::env::args().skip(1) {
+            let result = scenario(&step).await;
+            println!("{step} => {result}");
+        }
+        Ok(())
+    }
+}
+
+fn main() {}
+
+async fn scenario(step: &str) -> String {
+    let words: Vec<&str> = step.split(':').collect();
+    let number = |i: usize| -> u64 { words[i].parse().expect("a number") };
+    if words[0] == "guards" {
+        return guards(words[1], number(2)).await;
+    }
+    let lock = match Lock::open(words[1]).await {
+        Ok(lock) => lock,
+        Err(e) => return format!("err {:?} {}", e.kind(), e.message()),
+    };
+    match words[0] {
+        "pair" => pair(&lock, number(2)).await,
+        "counter" => {
+            for _ in 0..number(3) {
+                let _guard = lock.lock().await.expect("lock");
+                bump(words[2]);
+            }
+            "ok".into()
+        }
+        "open" => "ok".into(),
+        "timeout" => outcome(lock.lock_timeout(Duration::from_millis(number(2))).await),
+        "givesup" => gives_up(&lock, number(2)).await,
+        "race" => race(&lock, number(2)).await,
+        "lost" => {
+            let guard = lock.lock().await.expect("lock");
+            guard.lost().await;
+            format!("lost {}", guard.is_lost())
+        }
+        other => panic!("unknown scenario {other}"),
+    }
+}
+
+fn outcome<T>(r: Result<T, wasmlock_guest::Error>) -> String {
+    match r {
+        Ok(_) => "ok".into(),
+        Err(e) => format!("err {:?} {}", e.kind(), e.message()),
+    }
+}
+
+fn bump(path: &str) {
+    let n: u64 = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    std::fs::write(path, format!("{}\n", n + 1)).expect("write the counter");
+}
+
+fn sleep(ms: u64) -> impl Future<Output = ()> {
+    wait_for(ms * 1_000_000)
+}
+
+/// Both futures to completion, polled in turn: two tasks of one guest.
+async fn both<A, B>(a: impl Future<Output = A>, b: impl Future<Output = B>) -> (A, B) {
+    let (mut a, mut b) = (pin!(a), pin!(b));
+    let (mut ra, mut rb) = (None, None);
+    poll_fn(|cx| {
+        if ra.is_none()
+            && let Poll::Ready(v) = a.as_mut().poll(cx)
+        {
+            ra = Some(v);
+        }
+        if rb.is_none()
+            && let Poll::Ready(v) = b.as_mut().poll(cx)
+        {
+            rb = Some(v);
+        }
+        if ra.is_some() && rb.is_some() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    (ra.unwrap(), rb.unwrap())
+}
+
+/// Opens and takes `n` locks in `dir`, keeping every guard: where the
+/// host's limits stop it.
+async fn guards(dir: &str, n: u64) -> String {
+    let mut kept = Vec::new();
+    for i in 0..n {
+        let lock = match Lock::open(&format!("{dir}/{i}.lock")).await {
+            Ok(lock) => lock,
+            Err(e) => return format!("open {i}: err {:?}", e.kind()),
+        };
+        match lock.try_lock().await {
+            Ok(guard) => kept.push((lock, guard)),
+            Err(e) => return format!("lock {i}: err {:?}", e.kind()),
+        }
+    }
+    "ok".into()
+}
+
+/// Two tasks take the lock `n` times each; a witness says whether the
+/// other was ever inside at the same time. Each stays inside across an
+/// await, so the other task runs (and waits) meanwhile.
+async fn pair(lock: &Lock, n: u64) -> String {
+    let inside = Cell::new(false);
+    let violations = Cell::new(0);
+    let task = || async {
+        for _ in 0..n {
+            let guard = lock.lock().await.expect("lock");
+            if inside.replace(true) {
+                violations.set(violations.get() + 1);
+            }
+            sleep(1).await;
+            inside.set(false);
+            drop(guard);
+        }
+    };
+    both(task(), task()).await;
+    match violations.get() {
+        0 => "ok".into(),
+        v => format!("VIOLATION {v}"),
+    }
+}
+
+/// One task holds for a while; the other's bounded wait gives up; after
+/// the holder lets go the lock is free at once (the given-up wait left
+/// nothing queued).
+async fn gives_up(lock: &Lock, ms: u64) -> String {
+    let holder = async {
+        let guard = lock.lock().await.expect("lock");
+        sleep(ms * 3).await;
+        drop(guard);
+    };
+    let waiter = async {
+        sleep(ms / 4).await;
+        lock.lock_timeout(Duration::from_millis(ms)).await
+    };
+    let ((), waited) = both(holder, waiter).await;
+    let waited = match waited {
+        Err(e) if e.kind() == ErrorKind::Timeout => "timeout".to_owned(),
+        other => outcome(other),
+    };
+    let next = outcome(lock.try_lock().await);
+    format!("{waited} then {next}")
+}
+
+/// `n` times: a holder releases while a waiter's wait is cancelled about
+/// then (a timer of 0 to 2 ms); whoever got the lock lets it go, and the
+/// lock must be free right after.
+async fn race(lock: &Lock, n: u64) -> String {
+    let mut granted = 0;
+    for round in 0..n {
+        let guard = lock.lock().await.expect("lock");
+        let waiter = async {
+            let timer = sleep(round % 3);
+            let (mut w, mut t) = (pin!(lock.lock()), pin!(timer));
+            poll_fn(|cx| {
+                if let Poll::Ready(r) = w.as_mut().poll(cx) {
+                    return Poll::Ready(Some(r));
+                }
+                t.as_mut().poll(cx).map(|()| None)
+            })
+            .await
+        };
+        let releaser = async {
+            sleep(1).await;
+            drop(guard);
+        };
+        let (got, ()) = both(waiter, releaser).await;
+        if let Some(Ok(g)) = got {
+            granted += 1;
+            drop(g);
+        }
+        if lock.try_lock().await.is_err() {
+            return format!("held after round {round}");
+        }
+    }
+    format!("ok {granted} granted")
+}
