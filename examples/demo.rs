@@ -2,10 +2,12 @@
 //! of the counter plugin (a WebAssembly component), all incrementing one
 //! counter file — once through `wasmlock:lock`, once without a lock.
 //! With `--etcd URL` the plugins lock through a namespace their hosts grant
-//! in that etcd cluster instead of a lock file.
+//! in that etcd cluster instead of a lock file. The plugins run as WASI 0.3
+//! commands (`wasmlock:lock@0.3.0`, async); `--p2` runs the same component
+//! through its WASI 0.2 `run` (`wasmlock:lock@0.2.0`).
 //!
 //! ```text
-//! cargo run --release --example demo -- [--soft | --etcd URL] [--procs N] [--instances N] [--iters N]
+//! cargo run --release --example demo -- [--soft | --etcd URL] [--p2] [--procs N] [--instances N] [--iters N]
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -21,6 +23,7 @@ const ETCD_PREFIX: &str = "wasmlock-demo/";
 
 struct Options {
     soft: bool,
+    p2: bool,
     etcd: Option<String>,
     procs: usize,
     instances: usize,
@@ -30,6 +33,7 @@ struct Options {
 fn parse() -> Result<(Options, Option<(PathBuf, bool)>), String> {
     let mut o = Options {
         soft: false,
+        p2: false,
         etcd: None,
         procs: 4,
         instances: 4,
@@ -46,6 +50,7 @@ fn parse() -> Result<(Options, Option<(PathBuf, bool)>), String> {
         };
         match a.as_str() {
             "--soft" => o.soft = true,
+            "--p2" => o.p2 = true,
             "--etcd" => o.etcd = Some(args.next().ok_or("--etcd needs a URL")?),
             "--procs" => o.procs = num("--procs")? as usize,
             "--instances" => o.instances = num("--instances")? as usize,
@@ -57,7 +62,7 @@ fn parse() -> Result<(Options, Option<(PathBuf, bool)>), String> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: demo [--soft | --etcd URL] [--procs N] [--instances N] [--iters N]"
+                    "usage: demo [--soft | --etcd URL] [--p2] [--procs N] [--instances N] [--iters N]"
                 );
                 std::process::exit(0);
             }
@@ -97,6 +102,7 @@ fn work(o: &Options, dir: &Path, locked: bool) -> wasmtime::Result<()> {
         let runs = (0..o.instances).map(|_| {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let mut guest = Guest::new(COUNTER_PLUGIN, dir, &args);
+            guest.wasi_p2 = o.p2;
             if let Some(cluster) = &cluster {
                 let counter = Namespace::etcd(cluster, ETCD_PREFIX);
                 guest.locks = WasmLockCtx::builder().namespace("counter", counter);
@@ -158,6 +164,9 @@ fn round(o: &Options, locked: bool) -> Result<(u64, Duration), Box<dyn std::erro
         if o.soft {
             cmd.arg("--soft");
         }
+        if o.p2 {
+            cmd.arg("--p2");
+        }
         if let Some(url) = &o.etcd {
             cmd.args(["--etcd", url]);
         }
@@ -216,8 +225,9 @@ fn main() {
         (None, true) => "soft",
         (None, false) => "os",
     };
+    let wasi = if o.p2 { "0.2" } else { "0.3" };
     println!(
-        "{} processes x {} plugin instances x {} increments of one counter file ({kind} lock)\n",
+        "{} processes x {} plugin instances (WASI {wasi}) x {} increments of one counter file ({kind} lock)\n",
         o.procs, o.instances, o.iters,
     );
     println!(

@@ -124,6 +124,8 @@ pub struct Guest {
     /// How many instances of the component run, one after the other, in
     /// the one store (with the same arguments and directories).
     pub instances: usize,
+    /// Run WASI 0.2's `run` even if the component exports 0.3's too.
+    pub wasi_p2: bool,
 }
 
 impl Guest {
@@ -137,6 +139,7 @@ impl Guest {
             epoch_deadline: None,
             stdout: MemoryOutputPipe::new(1 << 20),
             instances: 1,
+            wasi_p2: false,
         }
     }
 }
@@ -204,15 +207,31 @@ pub fn steps<'a>(script: &Script<'a>) -> Vec<&'a str> {
 }
 
 impl Runtime {
+    /// An engine for WASI 0.3 and 0.2 components, both worlds linked.
     pub fn new() -> Result<Runtime> {
+        Runtime::with_worlds(true)
+    }
+
+    /// An engine for WASI 0.2 components only, as an embedder that runs no
+    /// 0.3 components configures it: without wasmtime's concurrency
+    /// support, which costs every host call (the benchmark's 0.2 figures).
+    pub fn wasi_p2_only() -> Result<Runtime> {
+        Runtime::with_worlds(false)
+    }
+
+    fn with_worlds(p3: bool) -> Result<Runtime> {
         let mut config = Config::new();
         config.epoch_interruption(true);
+        config.concurrency_support(p3);
+        config.wasm_component_model_async(p3);
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmlock::add_to_linker_async(&mut linker)?;
-        wasmtime_wasi::p3::add_to_linker(&mut linker)?;
-        wasmlock::p3::add_to_linker(&mut linker)?;
+        if p3 {
+            wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+            wasmlock::p3::add_to_linker(&mut linker)?;
+        }
         Ok(Runtime {
             engine,
             linker,
@@ -263,9 +282,10 @@ impl Runtime {
             None => store.set_epoch_deadline(u64::MAX / 2),
         }
         // A WASI 0.3 command (which may export 0.2's `run` too, from std).
-        let p3 = component
-            .get_export_index(None, "wasi:cli/run@0.3.0")
-            .is_some();
+        let p3 = !guest.wasi_p2
+            && component
+                .get_export_index(None, "wasi:cli/run@0.3.0")
+                .is_some();
         let run = async {
             for _ in 0..guest.instances {
                 let ran = if p3 {

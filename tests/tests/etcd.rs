@@ -1,5 +1,5 @@
 //! Guests locking in a real etcd through a cluster namespace: one counter
-//! kept exact by guest instances, native processes, `wasmlock exec` and
+//! kept exact by guest instances (WASI 0.2 and 0.3), native processes, `wasmlock exec` and
 //! `etcdctl lock`; fences, lost holds and errors as a guest sees them, with
 //! nothing of the cluster (endpoints, prefix, lease) in what it sees.
 
@@ -10,7 +10,8 @@ use wasmlock::etcd::Cluster;
 use wasmlock::{Namespace, WasmLockCtx};
 use wasmlock_tests::etcd::Etcd;
 use wasmlock_tests::{
-    Guest, Outcome, PROBE, Script, read_counter, shell_loop, spawn_each, steps, until_exists,
+    COUNTER_PLUGIN, Guest, Outcome, PROBE, Script, read_counter, shell_loop, spawn_each, steps,
+    until_exists,
 };
 
 /// The tenant's prefix: the guests' key `counter` is the lock every other
@@ -86,6 +87,16 @@ async fn guests_natives_exec_and_etcdctl_keep_one_counter_exact() {
         let g = guest(dir.path(), &["ns:c:jobs:counter", &count], &cluster);
         instances.spawn(wasmlock_tests::rt().run(g));
     }
+    // WASI 0.3 guests: the counter plugin's 0.3 `run`, on the key `counter`
+    // of the same namespace.
+    let (guests3, guest3_n) = (2, 25);
+    let n3 = guest3_n.to_string();
+    for _ in 0..guests3 {
+        let args = ["/data/counter", &n3, "--namespace", "jobs"];
+        let mut g = Guest::new(COUNTER_PLUGIN, dir.path(), &args);
+        g.locks = WasmLockCtx::builder().namespace("jobs", Namespace::etcd(&cluster, PREFIX));
+        instances.spawn(wasmlock_tests::rt().run(g));
+    }
     while let Some(done) = instances.join_next().await {
         let out = done.unwrap().unwrap();
         out.result
@@ -95,7 +106,7 @@ async fn guests_natives_exec_and_etcdctl_keep_one_counter_exact() {
         assert!(p.wait().unwrap().success());
     }
 
-    let total = natives * native_n + guests * guest_n + etcdctl_n + exec_n;
+    let total = natives * native_n + guests * guest_n + guests3 * guest3_n + etcdctl_n + exec_n;
     assert_eq!(read_counter(&counter), total, "updates were lost");
     // Releases delete their keys in the background.
     etcd.until_keys(PREFIX, 0);

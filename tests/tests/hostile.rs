@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use wasmlock::{ErrorKind, Kind, LockDir};
-use wasmlock_tests::{Guest, PROBE, Runtime};
+use wasmlock_tests::{Guest, PROBE, PROBE3, Runtime};
 
 use ErrorKind::{InvalidPath as IP, PermissionDenied as PD};
 
@@ -212,7 +212,13 @@ async fn hostile_paths_through_a_guest_are_refused_and_touch_nothing() {
     let sb = Sandbox::new();
     let runtime = Runtime::new().unwrap();
     let mut checked = 0;
-    for kind in ["os", "soft"] {
+    // Through both interface versions: the checks are the same steps.
+    for (wasm, kind) in [
+        (PROBE, "os"),
+        (PROBE, "soft"),
+        (PROBE3, "os"),
+        (PROBE3, "soft"),
+    ] {
         let cases: Vec<_> = cases()
             .into_iter()
             .filter(|(raw, _)| raw != b"dev" || sb.granted.join("dev").exists())
@@ -228,7 +234,7 @@ async fn hostile_paths_through_a_guest_are_refused_and_touch_nothing() {
         let args: Vec<&str> = steps.iter().map(String::as_str).collect();
         let out = tokio::time::timeout(
             Duration::from_secs(60),
-            runtime.run(Guest::new(PROBE, &sb.granted, &args)),
+            runtime.run(Guest::new(wasm, &sb.granted, &args)),
         )
         .await
         .expect("the guest hung")
@@ -246,7 +252,10 @@ async fn hostile_paths_through_a_guest_are_refused_and_touch_nothing() {
                 ErrorKind::PermissionDenied => "err Access ".to_owned(),
                 other => format!("err {other:?} "),
             };
-            assert!(refusal.starts_with(&want), "{shown:?} ({kind}): {got}");
+            assert!(
+                refusal.starts_with(&want),
+                "{shown:?} ({kind}, {wasm}): {got}"
+            );
             // Errors name the path as the guest spelled it, never a host path.
             assert!(!got.contains(sb.root.to_str().unwrap()), "{got}");
             checked += 1;
@@ -257,7 +266,7 @@ async fn hostile_paths_through_a_guest_are_refused_and_touch_nothing() {
             "a guest's hostile path changed something"
         );
     }
-    eprintln!("hostile: {checked} path/kind cases refused through a guest, nothing touched");
+    eprintln!("hostile: {checked} path/kind/world cases refused through guests, nothing touched");
 }
 
 /// One component of a fuzzed path: the sandbox's traps, and odd bytes.

@@ -1,6 +1,7 @@
 //! One counter file, one lock file, every kind of user at once: native
-//! processes, guest instances in this host, native threads beside them, a
-//! `flock(1)` shell loop and a `wasmlock exec` shell loop. Not one update
+//! processes, guest instances in this host (WASI 0.3 and 0.2 ones: the
+//! counter plugin exports both worlds' `run`), native threads beside them,
+//! a `flock(1)` shell loop and a `wasmlock exec` shell loop. Not one update
 //! may be lost.
 
 use std::process::Command;
@@ -70,13 +71,15 @@ async fn natives_guests_threads_and_flock_1_lose_no_update() {
     let runtime = Arc::new(Runtime::new().unwrap());
     let (guests, guest_n) = (4, 150);
     let mut instances = tokio::task::JoinSet::new();
-    for _ in 0..guests {
+    for i in 0..guests {
         let runtime = runtime.clone();
-        let g = Guest::new(
+        let mut g = Guest::new(
             COUNTER_PLUGIN,
             dir.path(),
             &["/data/counter", &guest_n.to_string()],
         );
+        // Half through wasmlock:lock@0.2.0, half through 0.3.0.
+        g.wasi_p2 = i % 2 == 0;
         instances.spawn(async move { runtime.run(g).await });
     }
     while let Some(done) = instances.join_next().await {
@@ -94,7 +97,7 @@ async fn natives_guests_threads_and_flock_1_lose_no_update() {
     let total = natives * native_n + flock_n + exec_n + threads * thread_n + guests * guest_n;
     assert_eq!(read_counter(&counter), total, "updates were lost");
     eprintln!(
-        "mixed: {natives} native processes x {native_n}, {guests} guests x {guest_n}, \
+        "mixed: {natives} native processes x {native_n}, {guests} guests (0.2 and 0.3) x {guest_n}, \
          {threads} threads x {thread_n}, flock(1) x {flock_n}, wasmlock exec x {exec_n}: \
          {total} increments exact in {:.1} s",
         t.elapsed().as_secs_f64()

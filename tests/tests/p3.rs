@@ -1,10 +1,11 @@
 //! The WASI 0.3 world: real `wasmlock:lock@0.3.0` components (the probe3
-//! guest) lock, wait, give up and learn of lost holds, beside 0.2 guests,
-//! native threads and `flock(1)`.
+//! guest) lock, wait, give up and learn of lost holds, and stay inside
+//! their grant and limits. (`mixed.rs` has 0.3 and 0.2 guests beside
+//! native processes and `flock(1)` on one counter.)
 
 use std::time::Duration;
 
-use wasmlock_tests::{Guest, PROBE, PROBE3, read_counter, rt};
+use wasmlock_tests::{Guest, PROBE3, rt};
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
@@ -59,46 +60,6 @@ async fn the_lost_future_fires_when_the_host_ends_a_hold() {
     assert_eq!(out.step("lost:/data/l.lock"), "lost true");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn guests_of_both_worlds_native_threads_and_flock_keep_a_counter_exact() {
-    let dir = tmp();
-    let counter = dir.path().join("counter");
-    let lock = dir.path().join("c.lock");
-    let n = 100;
-    std::fs::write(&counter, "0\n").unwrap();
-    let p3_step = format!("counter:/data/c.lock:/data/counter:{n}");
-    let p2_steps = [
-        "open:c:/data/c.lock:os".to_owned(),
-        format!("counter:c:/data/counter:{n}"),
-    ];
-    let p2_steps: Vec<&str> = p2_steps.iter().map(String::as_str).collect();
-    let flock = wasmlock_tests::shell_loop(&["flock"], lock.to_str().unwrap(), &counter, n as u32);
-    let native = {
-        let (lock, counter) = (lock.clone(), counter.clone());
-        std::thread::spawn(move || {
-            let lock = wasmlock::FileLock::new(&lock).unwrap();
-            for _ in 0..n {
-                let _g = lock.lock().unwrap();
-                wasmlock_tests::bump(&counter).unwrap();
-            }
-        })
-    };
-    let p3_steps = [p3_step.as_str()];
-    let (a, b, c) = tokio::join!(
-        probe3(dir.path(), &p3_steps),
-        probe3(dir.path(), &p3_steps),
-        rt().run(Guest::new(PROBE, dir.path(), &p2_steps)),
-    );
-    let c = c.unwrap();
-    for out in [&a, &b, &c] {
-        assert_eq!(out.result, Ok(()), "{}", out.stdout);
-    }
-    native.join().unwrap();
-    let mut flock = flock;
-    assert!(flock.wait().unwrap().success());
-    assert_eq!(read_counter(&counter), 5 * n as u32);
-}
-
 /// The sandbox and the limits hold for 0.3 guests as for 0.2 ones: they
 /// are checked in the steps both worlds share, before any file is touched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,4 +98,18 @@ async fn a_hostile_0_3_guest_stays_inside_its_grant_and_limits() {
     assert_eq!(out.step("guards:/data/k:50"), "open 4: err Quota");
     // Nothing was created past the limit.
     assert!(!dir.path().join("k/4.lock").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_that_traps_while_holding_frees_the_lock() {
+    let dir = tmp();
+    let out = probe3(dir.path(), &["trap:/data/t.lock"]).await;
+    assert_eq!(out.step("trap:/data/t.lock"), "holding");
+    assert!(
+        out.result.is_err(),
+        "the guest did not trap:\n{}",
+        out.stdout
+    );
+    let lock = wasmlock::FileLock::new(dir.path().join("t.lock")).unwrap();
+    let _free = lock.try_lock().unwrap();
 }

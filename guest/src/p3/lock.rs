@@ -5,6 +5,7 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
 
+use super::Semaphore;
 use super::bindings::wasi::clocks::monotonic_clock::wait_for;
 use super::bindings::wasi::filesystem::preopens::get_directories;
 use super::bindings::wasi::filesystem::types::Descriptor;
@@ -18,6 +19,13 @@ thread_local! {
     /// the plugin, so a lock may borrow one across its opening's await.
     static PREOPENS: &'static [(Descriptor, String)] =
         Box::leak(get_directories().into_boxed_slice());
+}
+
+/// The granted directory `path` lies in, and the rest of it.
+pub(super) fn granted(path: &str) -> Result<(&'static Descriptor, &str)> {
+    let dirs = PREOPENS.with(|dirs| *dirs);
+    let (index, rel) = resolve(dirs.iter().map(|(_, name)| name.as_str()), path)?;
+    Ok((&dirs[index].0, rel))
 }
 
 fn raw_mode(mode: Mode) -> RawMode {
@@ -51,9 +59,8 @@ impl Lock {
     /// A lock of `kind` on the file at `path`, inside a directory the host
     /// granted.
     pub async fn open_kind(path: &str, kind: Kind) -> Result<Lock> {
-        let dirs = PREOPENS.with(|dirs| *dirs);
-        let (index, rel) = resolve(dirs.iter().map(|(_, name)| name.as_str()), path)?;
-        let raw = locks::Lock::open_at(&dirs[index].0, rel.to_owned(), raw_kind(kind))
+        let (dir, rel) = granted(path)?;
+        let raw = locks::Lock::open_at(dir, rel.to_owned(), raw_kind(kind))
             .await
             .map_err(|e| Error::about(path, e))?;
         Ok(Lock {
@@ -106,15 +113,7 @@ impl Lock {
 
     /// Waits at most `timeout` for a hold in `mode`.
     pub async fn lock_with_timeout(&self, mode: Mode, timeout: Duration) -> Result<Guard> {
-        let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
-        match first(self.raw.acquire(raw_mode(mode)), wait_for(nanos)).await {
-            Some(acquired) => self.guard(acquired),
-            // The acquisition is dropped: its wait withdrawn.
-            None => Err(Error::new(
-                ErrorKind::Timeout,
-                format!("{}: not acquired within {timeout:?}", self.name),
-            )),
-        }
+        self.guard(within(&self.name, timeout, self.raw.acquire(raw_mode(mode))).await?)
     }
 
     /// Whether anyone holds the lock.
@@ -129,10 +128,25 @@ impl Lock {
         &self,
         acquired: std::result::Result<locks::Guard, impl crate::error::WitCode>,
     ) -> Result<Guard> {
-        acquired
-            .map(|raw| Guard { raw })
-            .map_err(|e| Error::about(&self.name, e))
+        Guard::granted(&self.name, acquired)
     }
+}
+
+/// What `acquiring` gives within `timeout` (raced with `wait-for`), or
+/// [`ErrorKind::Timeout`] about `name`; the acquisition is dropped then,
+/// which withdraws its wait.
+pub(super) async fn within<T>(
+    name: &str,
+    timeout: Duration,
+    acquiring: impl Future<Output = T>,
+) -> Result<T> {
+    let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+    first(acquiring, wait_for(nanos)).await.ok_or_else(|| {
+        Error::new(
+            ErrorKind::Timeout,
+            format!("{name}: not acquired within {timeout:?}"),
+        )
+    })
 }
 
 /// `a`'s output, or `None` if `b` finishes first (then `a` is dropped).
@@ -154,6 +168,29 @@ pub struct Guard {
 }
 
 impl Guard {
+    /// The guard an acquisition of `name` gave, or its error.
+    pub(super) fn granted(
+        name: &str,
+        acquired: std::result::Result<locks::Guard, impl crate::error::WitCode>,
+    ) -> Result<Guard> {
+        acquired
+            .map(|raw| Guard { raw })
+            .map_err(|e| Error::about(name, e))
+    }
+
+    /// The mode it was granted in (permits are exclusive).
+    pub fn mode(&self) -> Mode {
+        match self.raw.mode() {
+            RawMode::Exclusive => Mode::Exclusive,
+            RawMode::Shared => Mode::Shared,
+        }
+    }
+
+    /// For a semaphore's permit, which slot it holds.
+    pub fn slot(&self) -> Option<u32> {
+        self.raw.slot()
+    }
+
     /// A number that grows with every grant of the lock, for backends that
     /// issue one (lock services); `None` for file locks.
     pub fn fence(&self) -> Option<u64> {
@@ -186,12 +223,30 @@ pub struct Namespace {
 }
 
 impl Namespace {
-    /// The namespace the host granted under `name`, if it did.
-    pub fn get(name: &str) -> Option<Namespace> {
+    /// The namespace the host granted as `name`
+    /// ([`ErrorKind::Access`] if there is none).
+    pub fn get(name: &str) -> Result<Namespace> {
         namespaces::get_namespaces()
             .into_iter()
             .find(|(_, granted)| granted == name)
             .map(|(raw, name)| Namespace { raw, name })
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Access,
+                    format!("{name}: no namespace of that name was granted to this plugin"),
+                )
+            })
+    }
+
+    /// The semaphore named `key`, with `slots` permits.
+    pub async fn semaphore(&self, key: &str, slots: u32) -> Result<Semaphore> {
+        let shown = format!("{}:{key}", self.name);
+        let raw = self
+            .raw
+            .open_semaphore(key.to_owned(), slots)
+            .await
+            .map_err(|e| Error::about(&shown, e))?;
+        Ok(Semaphore::from_raw(raw, shown))
     }
 
     /// The lock named `key`.

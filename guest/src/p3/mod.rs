@@ -27,12 +27,32 @@
 //! }
 //! ```
 //!
+//! The project's `examples/counter-plugin` is a complete plugin for both
+//! WASI versions: std's `main` for 0.2, and this `run` for 0.3:
+//!
+//! ```ignore
+//! wit_bindgen::generate!({
+//!     inline: "package example:counter; world counter { export wasi:cli/run@0.3.0; }",
+//!     path: "wit/p3", // this repository's wit/p3, with its deps
+//!     generate_all,
+//! });
+//! struct Counter;
+//! export!(Counter);
+//! impl exports::wasi::cli::run::Guest for Counter {
+//!     async fn run() -> Result<(), ()> {
+//!         run().await.map_err(|e| eprintln!("{e}"))
+//!     }
+//! }
+//! ```
+//!
 //! **A hold belongs to its guard**, here as in the 0.2 API: two guards are
 //! two holds, also when two tasks of one plugin take them.
 
 #[allow(missing_docs, unreachable_pub, missing_debug_implementations)]
 pub(crate) mod bindings;
 mod lock;
+mod semaphore;
 
 pub use bindings::wasi::filesystem::types::Descriptor;
 pub use lock::{Guard, Lock, Namespace};
+pub use semaphore::Semaphore;

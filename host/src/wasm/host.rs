@@ -21,7 +21,7 @@ use super::error::{LockError, LockResult};
 use super::guard::{GuestGuard, Native};
 use super::pending::FutureGuard;
 use super::resources::{GuestLock, GuestNamespace, GuestSemaphore};
-use super::steps::{blocking, opened_lock, opened_semaphore, since_epoch};
+use super::steps::{Begun, blocking, opened_lock, opened_semaphore, since_epoch};
 use crate::{Kind, Mode, Wait};
 
 pub(super) fn mode(m: types::Mode) -> Mode {
@@ -98,7 +98,11 @@ impl locks::HostLock for WasmLockCtxView<'_> {
         // Deadlock is judged on what the guest asked for: a forever wait
         // the host caps would still end only in a timeout.
         let begun = self.begin_acquire(&this, mode(m), asked, asked == Wait::Forever)?;
-        let guard = begun.granted().await?;
+        // No future at all for a lock granted at once: most acquisitions.
+        let guard = match begun {
+            Begun::Held(guard) => guard,
+            Begun::Waiting(waiting) => waiting.granted().await?,
+        };
         Ok(self.table.push(guard)?)
     }
 

@@ -78,16 +78,6 @@ pub(super) enum Begun {
     Waiting(Waiting),
 }
 
-impl Begun {
-    /// The guard, once granted.
-    pub(super) async fn granted(self) -> LockResult<GuestGuard> {
-        match self {
-            Begun::Held(guard) => Ok(guard),
-            Begun::Waiting(waiting) => waiting.granted().await,
-        }
-    }
-}
-
 /// The wait for a grant, which needs nothing of the store: a WASI 0.3
 /// guest's other tasks go on meanwhile. Dropping it withdraws the wait (the
 /// engine's waits are cancel safe: a grant that raced the drop is released).

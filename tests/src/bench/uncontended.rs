@@ -10,7 +10,7 @@ use fs4::FileExt;
 use wasmlock::FileLock;
 
 use super::{Figure, Report, Result, Sizes, scratch};
-use crate::{Guest, PROBE, Runtime};
+use crate::{Guest, PROBE, PROBE3, Runtime};
 
 /// Rounds per variant; the median is reported. Variants take turns so that
 /// a slow moment of the machine does not land on one of them only.
@@ -114,22 +114,16 @@ pub(super) fn guest(sizes: &Sizes, dir: &Path, report: &mut Report) -> Result<()
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let runtime = Runtime::new()?;
+    // The 0.2 figure as an embedder that runs 0.2 components only has it;
+    // the 0.3 one needs wasmtime's concurrency support.
+    let runtime = Runtime::wasi_p2_only()?;
     let lock = FileLock::new(dir.join("native.lock"))?;
     let step = format!("bench:l:{}", sizes.pairs);
     let (mut guest_ns, mut native_ns) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         let g = Guest::new(PROBE, &dir, &["open:l:/data/guest.lock:os", &step]);
         let out = rt.block_on(runtime.run(g))?;
-        out.result
-            .clone()
-            .map_err(|e| format!("guest failed: {e}"))?;
-        let total: f64 = out
-            .step(&step)
-            .strip_prefix("ns ")
-            .ok_or("the guest printed no time")?
-            .parse()?;
-        guest_ns.push(total / f64::from(sizes.pairs));
+        guest_ns.push(guest_ns_per_pair(&out, &step, sizes.pairs)?);
         native_ns.push(ns_per_op(sizes.pairs, || drop(lock.lock().unwrap())));
     }
     let (g, n) = (median(guest_ns), median(native_ns));
@@ -138,5 +132,34 @@ pub(super) fn guest(sizes: &Sizes, dir: &Path, report: &mut Report) -> Result<()
             .against("native lock+unlock, same process", n)
             .target("<= 2.0", g / n <= 2.0),
     );
+    // The same through the WASI 0.3 world (an async call each way), in
+    // turns with native as above.
+    let runtime3 = Runtime::new()?;
+    let step = format!("bench:/data/guest3.lock:{}", sizes.pairs);
+    let (mut guest_ns, mut native_ns) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let out = rt.block_on(runtime3.run(Guest::new(PROBE3, &dir, &[&step])))?;
+        guest_ns.push(guest_ns_per_pair(&out, &step, sizes.pairs)?);
+        native_ns.push(ns_per_op(sizes.pairs, || drop(lock.lock().unwrap())));
+    }
+    let (g, n) = (median(guest_ns), median(native_ns));
+    report.push(
+        Figure::new(2, "guest lock+unlock through WIT, WASI 0.3", g, "ns")
+            .against("native lock+unlock, same process", n)
+            .target("<= 2.0", g / n <= 2.0),
+    );
     Ok(())
+}
+
+/// The nanoseconds per lock+unlock a guest's `bench` step printed.
+fn guest_ns_per_pair(out: &crate::Outcome, step: &str, pairs: u32) -> Result<f64> {
+    out.result
+        .clone()
+        .map_err(|e| format!("guest failed: {e}"))?;
+    let total: f64 = out
+        .step(step)
+        .strip_prefix("ns ")
+        .ok_or("the guest printed no time")?
+        .parse()?;
+    Ok(total / f64::from(pairs))
 }

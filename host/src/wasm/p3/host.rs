@@ -17,7 +17,7 @@ use super::bindings::wasmlock::lock::{locks, namespaces, types};
 use crate::Wait;
 use crate::wasm::bindings::wasmlock::lock::locks as p2;
 use crate::wasm::error::{LockError, LockResult};
-use crate::wasm::steps::{blocking, opened_lock, opened_semaphore, since_epoch};
+use crate::wasm::steps::{Begun, blocking, opened_lock, opened_semaphore, since_epoch};
 use crate::wasm::{GuestGuard, GuestLock, GuestNamespace, GuestSemaphore};
 use crate::wasm::{WasmLock, WasmLockCtxView, host};
 
@@ -112,7 +112,10 @@ async fn acquire_lock<T>(
         a.get()
             .begin_acquire(&this, host::mode(m.into()), asked, false)
     })?;
-    let guard = begun.granted().await?;
+    let guard = match begun {
+        Begun::Held(guard) => guard,
+        Begun::Waiting(waiting) => waiting.granted().await?,
+    };
     store.with(|mut a| Ok(a.get().table.push(guard)?))
 }
 

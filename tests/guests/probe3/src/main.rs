@@ -9,16 +9,20 @@
 //! up, then the lock is free at once), `race:PATH:N` (N releases that race
 //! a waiter's cancel: the lock is free afterwards every time), `lost:PATH`
 //! (waits for the host to end the hold), `open:PATH` (opens it),
-//! `guards:DIR:N` (opens and takes N locks, keeping them).
+//! `guards:DIR:N` (opens and takes N locks, keeping them), `bench:PATH:N`
+//! (N uncontended lock+unlock; prints the nanoseconds they took),
+//! `hostile:os|soft:HEX` (opens a hex-encoded path in `/data`, then tries),
+//! `trap:PATH` (traps while holding),
+//! `tasks:PATH:FILE:T:N` (T tasks, each N increments of FILE under the lock).
 
 use std::cell::Cell;
 use std::future::{Future, poll_fn};
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::task::Poll;
 use std::time::Duration;
 
-use wasmlock_guest::ErrorKind;
 use wasmlock_guest::p3::Lock;
+use wasmlock_guest::{ErrorKind, Kind};
 
 wit_bindgen::generate!({
     inline: "package probe:p3; world probe { import wasi:clocks/monotonic-clock@0.3.0; export wasi:cli/run@0.3.0; }",
@@ -47,8 +51,10 @@ fn main() {}
 async fn scenario(step: &str) -> String {
     let words: Vec<&str> = step.split(':').collect();
     let number = |i: usize| -> u64 { words[i].parse().expect("a number") };
-    if words[0] == "guards" {
-        return guards(words[1], number(2)).await;
+    match words[0] {
+        "guards" => return guards(words[1], number(2)).await,
+        "hostile" => return hostile(words[1], words[2]).await,
+        _ => {}
     }
     let lock = match Lock::open(words[1]).await {
         Ok(lock) => lock,
@@ -64,6 +70,24 @@ async fn scenario(step: &str) -> String {
             "ok".into()
         }
         "open" => "ok".into(),
+        "bench" => {
+            let start = std::time::Instant::now();
+            for _ in 0..number(2) {
+                drop(lock.lock().await.expect("lock"));
+            }
+            format!("ns {}", start.elapsed().as_nanos())
+        }
+        "tasks" => {
+            let task = || async {
+                for _ in 0..number(4) {
+                    let _guard = lock.lock().await.expect("lock");
+                    bump(words[2]);
+                }
+            };
+            all((0..number(3)).map(|_| Box::pin(task()) as Pin<Box<dyn Future<Output = ()>>>))
+                .await;
+            "ok".into()
+        }
         "timeout" => outcome(lock.lock_timeout(Duration::from_millis(number(2))).await),
         "givesup" => gives_up(&lock, number(2)).await,
         "race" => race(&lock, number(2)).await,
@@ -71,6 +95,11 @@ async fn scenario(step: &str) -> String {
             let guard = lock.lock().await.expect("lock");
             guard.lost().await;
             format!("lost {}", guard.is_lost())
+        }
+        "trap" => {
+            let _guard = lock.lock().await.expect("lock");
+            println!("{step} => holding");
+            std::process::abort()
         }
         other => panic!("unknown scenario {other}"),
     }
@@ -93,6 +122,29 @@ fn bump(path: &str) {
 
 fn sleep(ms: u64) -> impl Future<Output = ()> {
     wait_for(ms * 1_000_000)
+}
+
+/// Every future to completion, polled in turn: tasks of one guest.
+async fn all<'a>(futures: impl Iterator<Item = Pin<Box<dyn Future<Output = ()> + 'a>>>) {
+    let mut futures: Vec<_> = futures.map(Some).collect();
+    poll_fn(|cx| {
+        let mut pending = false;
+        for slot in &mut futures {
+            if let Some(f) = slot {
+                if f.as_mut().poll(cx).is_ready() {
+                    *slot = None;
+                } else {
+                    pending = true;
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await
 }
 
 /// Both futures to completion, polled in turn: two tasks of one guest.
@@ -118,6 +170,21 @@ async fn both<A, B>(a: impl Future<Output = A>, b: impl Future<Output = B>) -> (
     })
     .await;
     (ra.unwrap(), rb.unwrap())
+}
+
+/// Opens the hex-encoded `hex` in the granted `/data` (the guest-side path
+/// resolution passes it on as it is), then tries it.
+async fn hostile(kind: &str, hex: &str) -> String {
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect();
+    let path = String::from_utf8(bytes).expect("UTF-8: WIT strings are");
+    let kind = if kind == "soft" { Kind::Soft } else { Kind::Os };
+    match Lock::open_kind(&format!("/data/{path}"), kind).await {
+        Ok(lock) => format!("open ok, try {}", outcome(lock.try_lock().await.map(drop))),
+        Err(e) => outcome::<()>(Err(e)),
+    }
 }
 
 /// Opens and takes `n` locks in `dir`, keeping every guard: where the
