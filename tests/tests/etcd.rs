@@ -10,8 +10,8 @@ use wasmlock::etcd::Cluster;
 use wasmlock::{Namespace, WasmLockCtx};
 use wasmlock_tests::etcd::Etcd;
 use wasmlock_tests::{
-    COUNTER_PLUGIN, Guest, Outcome, PROBE, Script, read_counter, shell_loop, spawn_each, steps,
-    until_exists,
+    COUNTER_PLUGIN, Guest, Outcome, PROBE, PROBE3, Script, read_counter, shell_loop, spawn_each,
+    steps, until_exists,
 };
 
 /// The tenant's prefix: the guests' key `counter` is the lock every other
@@ -261,4 +261,23 @@ fn the_demo_keeps_its_count_through_etcd() {
         .split_whitespace()
         .collect();
     assert_eq!(&with_lock[..2], ["80", "0"], "total and lost:\n{stdout}");
+}
+
+/// A 0.3 guest cancels an unlock whose release waits for the cluster: the
+/// release goes on, and the guest's next lock call finds the key free (it
+/// waits for the releases the guest began before it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_unlock_still_releases_before_the_next_call() {
+    let Some(etcd) = Etcd::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster(&etcd.url);
+    let step = "unlockcancel:jobs";
+    for _ in 0..5 {
+        let mut g = Guest::new(PROBE3, dir.path(), &[step]);
+        g.locks = WasmLockCtx::builder().namespace("jobs", Namespace::etcd(&cluster, PREFIX));
+        let out = wasmlock_tests::rt().run(g).await.unwrap();
+        assert_eq!(out.result, Ok(()), "{}", out.stdout);
+        assert_eq!(out.step(step), "k2 ok, k1 ok");
+    }
+    etcd.until_keys(PREFIX, 0);
 }

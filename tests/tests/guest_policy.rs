@@ -84,6 +84,35 @@ async fn a_guest_over_its_quota_touches_nothing() {
     assert_eq!(tree(dir.path()), ["a.lock"]);
 }
 
+/// Lost pollables cost the host memory, so they count as handles; the call
+/// has no error to return, so past the limit the guest traps, and nothing
+/// it held stays held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_pollables_past_the_handle_limit_trap() {
+    let dir = tempfile::tempdir().unwrap();
+    let within = &[
+        ("open:a:/data/a.lock:os", "ok"),
+        ("acq:a:ex:try", "ok"),
+        ("lostmany:a:7", "kept 7"),
+    ];
+    with_ctx(dir.path(), WasmLockCtx::builder().max_handles(8), within).await;
+    let past = [
+        ("open:a:/data/a.lock:os", "ok"),
+        ("acq:a:ex:try", "ok"),
+        ("lostmany:a:8", "never"),
+    ];
+    let mut guest = Guest::new(PROBE, dir.path(), &steps(&past));
+    guest.locks = WasmLockCtx::builder().max_handles(8);
+    let out = rt().run(guest).await.unwrap();
+    let trap = out.result.expect_err("no trap past the limit");
+    assert!(trap.contains("open-handle limit"), "{trap}");
+    assert!(!out.stdout.contains("lostmany:a:8 =>"), "{}", out.stdout);
+    assert!(
+        free(&dir.path().join("a.lock")),
+        "the trapped guest's hold stayed"
+    );
+}
+
 /// Policy refusals: a kind the host forbids (also for `on-file`, which is an
 /// OS lock), and breaking: stale breaking and forced breaking are separate
 /// permissions.

@@ -113,3 +113,22 @@ async fn a_guest_that_traps_while_holding_frees_the_lock() {
     let lock = wasmlock::FileLock::new(dir.path().join("t.lock")).unwrap();
     let _free = lock.try_lock().unwrap();
 }
+
+/// Lost futures count as handles; past the limit the guest traps (the
+/// call has no error to return), and nothing it held stays held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_futures_past_the_handle_limit_trap() {
+    let dir = tmp();
+    let mut guest = Guest::new(PROBE3, dir.path(), &["lostmany:/data/a.lock:7"]);
+    guest.locks = guest.locks.max_handles(8);
+    let out = rt().run(guest).await.unwrap();
+    assert_eq!(out.result, Ok(()), "{}", out.stdout);
+    assert_eq!(out.step("lostmany:/data/a.lock:7"), "kept 7");
+    let mut guest = Guest::new(PROBE3, dir.path(), &["lostmany:/data/a.lock:8"]);
+    guest.locks = guest.locks.max_handles(8);
+    let out = rt().run(guest).await.unwrap();
+    let trap = out.result.expect_err("no trap past the limit");
+    assert!(trap.contains("open-handle limit"), "{trap}");
+    let lock = wasmlock::FileLock::new(dir.path().join("a.lock")).unwrap();
+    let _free = lock.try_lock().unwrap();
+}

@@ -208,6 +208,12 @@ impl Guard {
     }
 
     /// Releases now, and says whether the hold had been lost before.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future does not keep the hold: the host goes on with
+    /// the release, and this plugin's next lock call waits until it is
+    /// done. Only the report is lost.
     pub async fn unlock(self) -> Result<()> {
         locks::Guard::release(self.raw)
             .await
@@ -215,21 +221,39 @@ impl Guard {
     }
 }
 
-/// A space of named locks the host granted this plugin.
-#[derive(Debug)]
+/// A space of named locks the host granted this plugin, the way it grants
+/// directories; see the 0.2 API's [`Namespace`](crate::Namespace).
+#[derive(Debug, Clone)]
 pub struct Namespace {
-    raw: locks::Namespace,
+    raw: &'static locks::Namespace,
     name: String,
 }
 
+thread_local! {
+    /// The namespaces the host granted, listed once, as the directories
+    /// are (each listing is new handles, counted by the host).
+    static NAMESPACES: &'static [(locks::Namespace, String)] =
+        Box::leak(namespaces::get_namespaces().into_boxed_slice());
+}
+
 impl Namespace {
+    /// The names of the namespaces the host granted.
+    pub fn list() -> Vec<String> {
+        let granted = NAMESPACES.with(|granted| *granted);
+        granted.iter().map(|(_, name)| name.clone()).collect()
+    }
+
     /// The namespace the host granted as `name`
     /// ([`ErrorKind::Access`] if there is none).
     pub fn get(name: &str) -> Result<Namespace> {
-        namespaces::get_namespaces()
-            .into_iter()
+        let granted = NAMESPACES.with(|granted| *granted);
+        granted
+            .iter()
             .find(|(_, granted)| granted == name)
-            .map(|(raw, name)| Namespace { raw, name })
+            .map(|(raw, name)| Namespace {
+                raw,
+                name: name.clone(),
+            })
             .ok_or_else(|| {
                 Error::new(
                     ErrorKind::Access,

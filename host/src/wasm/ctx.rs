@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use wasmtime_wasi::runtime::AbortOnDropJoinHandle;
+use tokio::sync::Semaphore;
 
 use super::namespace::Namespace;
+use super::releasing::Releasing;
 use crate::{Holder, Kind, Mode, Owner, Wait};
 
 /// Builds a [`WasmLockCtx`]: the limits one guest lives within, and the
@@ -227,6 +228,7 @@ impl WasmLockCtxBuilder {
                 config: self,
                 handles: AtomicUsize::new(0),
                 held: AtomicUsize::new(0),
+                turns: Arc::new(Semaphore::new(BLOCKING_TURNS)),
             }),
             owner: Owner::unique(),
             releasing: Releasing::default(),
@@ -268,11 +270,19 @@ impl WasmLockCtx {
     }
 }
 
+/// How many of one guest's calls may do file-system work on blocking
+/// threads at once. A WASI 0.3 guest can start any number of calls at once
+/// (and cancel them, which leaves work already begun running): the rest
+/// wait their turn, so one guest cannot fill tokio's blocking pool.
+pub(super) const BLOCKING_TURNS: usize = 4;
+
 #[derive(Debug)]
 pub(crate) struct Limits {
     config: WasmLockCtxBuilder,
     handles: AtomicUsize,
     held: AtomicUsize,
+    /// Turns at blocking threads (`BLOCKING_TURNS`).
+    turns: Arc<Semaphore>,
 }
 
 /// One unit of a counted limit, given back when dropped.
@@ -311,6 +321,11 @@ impl Limits {
 
     pub(crate) fn take_held(self: &Arc<Self>) -> Option<Slot> {
         self.take(Which::Held)
+    }
+
+    /// The guest's turns at blocking threads.
+    pub(crate) fn turns(&self) -> Arc<Semaphore> {
+        self.turns.clone()
     }
 
     pub(crate) fn clamp(&self, wait: Wait) -> Wait {
@@ -371,32 +386,5 @@ impl Drop for Slot {
             Which::Held => &self.limits.held,
         };
         counter.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// The releases of a guest's dropped guards that had to finish off the
-/// executor. Each lock call of the guest waits for them first; there are
-/// never more than the guards the guest held at once.
-#[derive(Debug, Default)]
-pub(crate) struct Releasing(Vec<AbortOnDropJoinHandle<()>>);
-
-impl Releasing {
-    pub(super) fn push(&mut self, release: Option<AbortOnDropJoinHandle<()>>) {
-        self.0.retain(|r| !r.is_finished());
-        self.0.extend(release);
-    }
-
-    /// Waits until the guest's earlier releases are done.
-    pub(crate) async fn settle(&mut self) {
-        // A store dropped meanwhile drops the rest: a release already
-        // running finishes on its thread, one not started is dropped with
-        // its guard, which releases inline.
-        while let Some(mut release) = self.0.pop() {
-            // A release that panicked is the release's failure (logged), not
-            // the call's that waits for it.
-            if let Err(e) = (&mut *release).await {
-                tracing::warn!(error = %e, "a guard's release failed");
-            }
-        }
     }
 }

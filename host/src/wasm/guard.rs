@@ -10,7 +10,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use wasmtime_wasi::runtime::{AbortOnDropJoinHandle, spawn, spawn_blocking};
 
-use super::ctx::{Releasing, Slot};
+use super::ctx::Slot;
+use super::releasing::Releasing;
 use crate::backend::LostFuture;
 use crate::{Kind, Mode, OwnedLockGuard, OwnedPermit, Result};
 
@@ -195,7 +196,9 @@ pub struct GuestGuard {
     fence: Option<u64>,
     /// Ends the hold at the embedder's maximum hold time.
     timer: Option<AbortOnDropJoinHandle<()>>,
-    _held: Slot,
+    /// The guest's held-locks unit: given back when the hold has ended,
+    /// not before (a release finishing off the executor keeps it).
+    held: Option<Slot>,
 }
 
 impl GuestGuard {
@@ -220,7 +223,7 @@ impl GuestGuard {
             slot,
             fence,
             timer,
-            _held: held,
+            held: Some(held),
         }
     }
 
@@ -244,10 +247,32 @@ impl GuestGuard {
         self.cell().check()
     }
 
-    /// A pollable's target that becomes ready when the hold is lost.
-    pub(crate) fn lost_signal(&mut self) -> LostSignal {
+    /// A pollable's (0.2) or future's (0.3) target that becomes ready when
+    /// the hold is lost, counted by `handle` in the guest's open handles:
+    /// each costs the host memory, and a soft hold's a look at its marker
+    /// now and then while it is awaited.
+    pub(crate) fn lost_signal(&mut self, handle: Slot) -> LostSignal {
         LostSignal {
             cell: self.home.share(),
+            _handle: handle,
+        }
+    }
+
+    /// Releases now if that needs no wait, as it does not for kernel locks
+    /// and permits; else gives the guard back, for [`release`](Self::release).
+    /// (Boxed: the slow case, and a guard is large.)
+    pub(crate) fn release_now(self) -> std::result::Result<Result<()>, Box<GuestGuard>> {
+        let held = self.cell().native().take();
+        match held.map(Native::release_now) {
+            Some(Ok(released)) => Ok(released),
+            Some(Err(held)) => {
+                // Back for `release`; the timer, finding the cell empty
+                // meanwhile, ended nothing.
+                *self.cell().native() = Some(held);
+                Err(Box::new(self))
+            }
+            // Being ended by the host's timer: `release` waits for that.
+            None => Err(Box::new(self)),
         }
     }
 
@@ -268,20 +293,18 @@ impl GuestGuard {
     }
 
     /// Releases as the guest drops it, in a synchronous host call: at once,
-    /// unless that would wait (a breaker holds a soft marker's turn, or the
-    /// host's timer is ending the hold). Then the release finishes off the
-    /// executor, and the guest's next lock call waits for it (`Releasing`),
-    /// so that call never finds the guest's own old hold.
-    pub(crate) fn close_now(mut self, releasing: &mut Releasing) {
-        let held = self.cell().native().take();
-        let Some(held) = held else {
-            // Taken by the timer: its task is what to wait for (done already
-            // if it has finished).
-            releasing.push(self.timer.take());
-            return;
-        };
-        if let Err(held) = held.release_now() {
-            releasing.push(Some(spawn_blocking(move || drop(held.release()))));
+    /// unless that would wait (a breaker holds a soft marker's turn, an etcd
+    /// key's deletion, or the host's timer ending the hold). Then the release
+    /// finishes on a task of its own, and the guest's next lock call waits
+    /// for it (`Releasing`), so that call never finds the guest's own old
+    /// hold.
+    pub(crate) fn close_now(self, releasing: &mut Releasing) {
+        if let Err(mut guard) = self.release_now() {
+            let unit = guard.held.take();
+            releasing.push(async move {
+                let _ = (*guard).release().await;
+                drop(unit);
+            });
         }
     }
 }
@@ -302,6 +325,7 @@ impl Drop for GuestGuard {
 #[derive(Debug)]
 pub struct LostSignal {
     cell: Arc<Cell>,
+    _handle: Slot,
 }
 
 #[wasmtime_wasi::async_trait]

@@ -21,7 +21,7 @@ use super::error::{LockError, LockResult};
 use super::guard::{GuestGuard, Native};
 use super::pending::FutureGuard;
 use super::resources::{GuestLock, GuestNamespace, GuestSemaphore};
-use super::steps::{Begun, blocking, opened_lock, opened_semaphore, since_epoch};
+use super::steps::{Begun, since_epoch};
 use crate::{Kind, Mode, Wait};
 
 pub(super) fn mode(m: types::Mode) -> Mode {
@@ -78,7 +78,9 @@ impl locks::HostLock for WasmLockCtxView<'_> {
     ) -> LockResult<Resource<GuestLock>> {
         let k = kind(k);
         let (handle, locks) = self.open_at_checked(&dir, k)?;
-        let lock = opened_lock(move || locks.builder(&path).kind(k).build()).await?;
+        let (lock, handle) = self
+            .opened_lock(handle, move || locks.builder(&path).kind(k).build())
+            .await?;
         self.push_lock(lock, false, handle)
     }
 
@@ -131,7 +133,7 @@ impl locks::HostLock for WasmLockCtxView<'_> {
     async fn is_locked(&mut self, this: Resource<GuestLock>) -> LockResult<bool> {
         self.ctx.releasing.settle().await;
         let lock = self.lock_of(&this)?;
-        blocking(move || lock.is_locked()).await
+        self.blocking(move || lock.is_locked()).await
     }
 
     async fn holder(&mut self, this: Resource<GuestLock>) -> LockResult<Option<types::Holder>> {
@@ -186,7 +188,8 @@ impl locks::HostGuard for WasmLockCtxView<'_> {
         &mut self,
         this: Resource<GuestGuard>,
     ) -> wasmtime::Result<Resource<DynPollable>> {
-        let signal = self.table.get_mut(&this)?.lost_signal();
+        let handle = self.lost_handle()?;
+        let signal = self.table.get_mut(&this)?.lost_signal(handle);
         // Owned by the pollable, not a child of the guard: the guest may
         // keep the pollable after the guard is gone.
         let signal = self.table.push(signal)?;
@@ -247,7 +250,9 @@ impl locks::HostSemaphore for WasmLockCtxView<'_> {
         slots: u32,
     ) -> LockResult<Resource<GuestSemaphore>> {
         let (handle, slots, locks) = self.semaphore_at_checked(&dir, slots)?;
-        let sem = opened_semaphore(move || locks.semaphore(&name, slots)).await?;
+        let (sem, handle) = self
+            .opened_semaphore(handle, move || locks.semaphore(&name, slots))
+            .await?;
         self.push_semaphore(sem, handle)
     }
 
@@ -284,7 +289,8 @@ impl locks::HostSemaphore for WasmLockCtxView<'_> {
     async fn available(&mut self, this: Resource<GuestSemaphore>) -> LockResult<u32> {
         self.ctx.releasing.settle().await;
         let sem = self.semaphore_of(&this)?;
-        blocking(move || sem.available().map(|n| n as u32)).await
+        self.blocking(move || sem.available().map(|n| n as u32))
+            .await
     }
 
     fn slots(&mut self, this: Resource<GuestSemaphore>) -> wasmtime::Result<u32> {
@@ -304,7 +310,9 @@ impl locks::HostNamespace for WasmLockCtxView<'_> {
         key: String,
     ) -> LockResult<Resource<GuestLock>> {
         let (handle, name, namespace) = self.namespace_lock_checked(&this)?;
-        let lock = opened_lock(move || namespace.lock(&name, &key)).await?;
+        let (lock, handle) = self
+            .opened_lock(handle, move || namespace.lock(&name, &key))
+            .await?;
         self.push_lock(lock, false, handle)
     }
 
@@ -315,7 +323,9 @@ impl locks::HostNamespace for WasmLockCtxView<'_> {
         slots: u32,
     ) -> LockResult<Resource<GuestSemaphore>> {
         let (handle, slots, name, namespace) = self.namespace_semaphore_checked(&this, slots)?;
-        let sem = opened_semaphore(move || namespace.semaphore(&name, &key, slots)).await?;
+        let (sem, handle) = self
+            .opened_semaphore(handle, move || namespace.semaphore(&name, &key, slots))
+            .await?;
         self.push_semaphore(sem, handle)
     }
 

@@ -82,6 +82,7 @@ mod host;
 mod namespace;
 pub mod p3;
 mod pending;
+mod releasing;
 mod resources;
 mod steps;
 

@@ -12,8 +12,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use wasmtime_wasi::runtime::{AbortOnDropJoinHandle, spawn, spawn_blocking};
 
-use super::ctx::{Releasing, Slot};
+use super::ctx::Slot;
 use super::guard::{GuestGuard, Native};
+use super::releasing::Releasing;
 use crate::{Error, Result};
 
 type Acquisition = Pin<Box<dyn Future<Output = Result<Native>> + Send>>;
@@ -188,7 +189,9 @@ impl FutureGuard {
                 None
             }
             State::Expiring => {
-                releasing.push(self.task.take());
+                if let Some(task) = self.task.take() {
+                    releasing.push(task);
+                }
                 Some(Ok(Err(uncollected())))
             }
             State::Ready(outcome, at) => {

@@ -33,38 +33,6 @@ use super::resources::{GuestLock, GuestNamespace, GuestSemaphore};
 use super::{WasmLockCtxView, ctx::Slot};
 use crate::{FileLock, Kind, LockDir, Mode, Result, Semaphore, Wait};
 
-/// Runs file-system work on a blocking thread.
-pub(super) async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T> + Send + 'static,
-) -> LockResult<T> {
-    Ok(spawn_blocking(work).await?)
-}
-
-/// Opens a lock by path off the store (resolved and opened now, so a path
-/// out of the sandbox fails here).
-pub(super) async fn opened_lock(
-    open: impl FnOnce() -> Result<FileLock> + Send + 'static,
-) -> LockResult<FileLock> {
-    blocking(move || {
-        let lock = open()?;
-        lock.entry()?;
-        Ok(lock)
-    })
-    .await
-}
-
-/// Opens a semaphore off the store, its slot files made now.
-pub(super) async fn opened_semaphore(
-    open: impl FnOnce() -> Result<Semaphore> + Send + 'static,
-) -> LockResult<Semaphore> {
-    blocking(move || {
-        let sem = open()?;
-        sem.open_slots()?;
-        Ok(sem)
-    })
-    .await
-}
-
 /// When a hold began, as seconds and nanoseconds since the Unix epoch.
 pub(super) fn since_epoch(holder: &crate::Holder) -> Option<Duration> {
     holder
@@ -97,12 +65,81 @@ impl Waiting {
 }
 
 impl WasmLockCtxView<'_> {
+    /// Runs file-system work on a blocking thread, in one of the guest's
+    /// turns (see `Limits::turns`). The turn, and whatever `work` owns,
+    /// stay with the work: a call cancelled while it runs does not free
+    /// them before it ends.
+    pub(super) fn blocking<T, F>(
+        &self,
+        work: F,
+    ) -> impl Future<Output = LockResult<T>> + Send + use<T, F>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T> + Send + 'static,
+    {
+        let turns = self.ctx.limits.turns();
+        async move {
+            // Never closed: the semaphore lives as long as the limits.
+            let turn = turns.acquire_owned().await;
+            Ok(spawn_blocking(move || {
+                let _turn = turn;
+                work()
+            })
+            .await?)
+        }
+    }
+
+    /// Opens a lock by path off the store (resolved and opened now, so a
+    /// path out of the sandbox fails here), counted by `handle` from the
+    /// start.
+    pub(super) fn opened_lock<F>(
+        &self,
+        handle: Slot,
+        open: F,
+    ) -> impl Future<Output = LockResult<(FileLock, Slot)>> + Send + use<F>
+    where
+        F: FnOnce() -> Result<FileLock> + Send + 'static,
+    {
+        self.blocking(move || {
+            let lock = open()?;
+            lock.entry()?;
+            Ok((lock, handle))
+        })
+    }
+
+    /// Opens a semaphore off the store, its slot files made now; see
+    /// [`opened_lock`](Self::opened_lock).
+    pub(super) fn opened_semaphore<F>(
+        &self,
+        handle: Slot,
+        open: F,
+    ) -> impl Future<Output = LockResult<(Semaphore, Slot)>> + Send + use<F>
+    where
+        F: FnOnce() -> Result<Semaphore> + Send + 'static,
+    {
+        self.blocking(move || {
+            let sem = open()?;
+            sem.open_slots()?;
+            Ok((sem, handle))
+        })
+    }
+
     /// A unit of the open-handles quota, before anything is touched.
     fn handle_slot(&self) -> LockResult<Slot> {
         self.ctx
             .limits
             .take_handle()
             .ok_or_else(|| Code::Quota.into())
+    }
+
+    /// A unit of the open-handles quota for a lost signal. Its calls have
+    /// no error to return: past the quota, the guest traps.
+    pub(super) fn lost_handle(&self) -> wasmtime::Result<Slot> {
+        self.ctx.limits.take_handle().ok_or_else(|| {
+            wasmtime::format_err!(
+                "wasmlock: the guest's open-handle limit was reached asking for a hold's lost signal"
+            )
+        })
     }
 
     /// A unit of the held-locks quota for one more guard.
@@ -309,7 +346,7 @@ impl WasmLockCtxView<'_> {
     {
         let lock = self.table.get(this)?.lock.clone();
         let (party, reveal) = (self.ctx.owner, self.ctx.limits.reveal_holders());
-        Ok(blocking(move || {
+        Ok(self.blocking(move || {
             let Some(kind) = lock.holder_kind(party)? else {
                 return Ok(None);
             };
@@ -328,7 +365,7 @@ impl WasmLockCtxView<'_> {
         if !self.ctx.limits.allows_break(force) {
             return Err(Code::NotPermitted.into());
         }
-        Ok(blocking(move || match lock.break_lock(force) {
+        Ok(self.blocking(move || match lock.break_lock(force) {
             // A live holder, and no force: someone holds it.
             Err(e) if e.kind() == crate::ErrorKind::NotOwner => {
                 Err(crate::Error::new(crate::ErrorKind::WouldBlock, lock.path()))
@@ -380,5 +417,62 @@ impl WasmLockCtxView<'_> {
             .limits
             .max_hold()
             .map(|max| tokio::time::Instant::now() + max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use tokio::sync::mpsc;
+    use wasmtime::component::ResourceTable;
+
+    use super::*;
+    use crate::WasmLockCtx;
+    use crate::wasm::ctx::BLOCKING_TURNS;
+
+    /// A guest that starts many calls at once, and cancels the ones whose
+    /// work runs, still has at most its turns of blocking threads busy.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_guest_takes_turns_at_blocking_threads_even_cancelling() {
+        let (mut ctx, mut table) = (WasmLockCtx::default(), ResourceTable::new());
+        let view = WasmLockCtxView {
+            ctx: &mut ctx,
+            table: &mut table,
+        };
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let ended = Arc::new(AtomicUsize::new(0));
+        let (started, mut starts) = mpsc::unbounded_channel();
+        let mut calls = HashMap::new();
+        for call in 0..20 {
+            let (running, most, ended) = (running.clone(), most.clone(), ended.clone());
+            let started = started.clone();
+            let work = view.blocking(move || {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                started.send(call).unwrap();
+                std::thread::sleep(Duration::from_millis(40));
+                running.fetch_sub(1, Ordering::SeqCst);
+                ended.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            });
+            calls.insert(call, tokio::spawn(work));
+        }
+        drop(started);
+        // Cancel the first calls whose work runs, mid-work.
+        for _ in 0..BLOCKING_TURNS {
+            let call = starts.recv().await.unwrap();
+            calls.remove(&call).unwrap().abort();
+        }
+        for (_, call) in calls {
+            call.await.unwrap().unwrap();
+        }
+        // Every work's sender is gone once the cancelled calls' work ended.
+        while starts.recv().await.is_some() {}
+        assert_eq!(ended.load(Ordering::SeqCst), 20);
+        assert_eq!(most.load(Ordering::SeqCst), BLOCKING_TURNS);
     }
 }

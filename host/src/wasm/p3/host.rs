@@ -9,6 +9,7 @@
 
 use std::convert::Infallible;
 
+use tokio::sync::oneshot;
 use wasmtime::component::{Access, Accessor, FutureReader, Resource};
 use wasmtime_wasi::filesystem::Descriptor;
 use wasmtime_wasi::p2::Pollable;
@@ -17,14 +18,33 @@ use super::bindings::wasmlock::lock::{locks, namespaces, types};
 use crate::Wait;
 use crate::wasm::bindings::wasmlock::lock::locks as p2;
 use crate::wasm::error::{LockError, LockResult};
-use crate::wasm::steps::{Begun, blocking, opened_lock, opened_semaphore, since_epoch};
+use crate::wasm::steps::{Begun, since_epoch};
 use crate::wasm::{GuestGuard, GuestLock, GuestNamespace, GuestSemaphore};
 use crate::wasm::{WasmLock, WasmLockCtxView, host};
 
-/// Waits until the guest's earlier releases are done (see `Releasing`).
-async fn settle<T>(store: &Accessor<T, WasmLock>) {
-    let mut earlier = store.with(|mut access| std::mem::take(&mut access.get().ctx.releasing));
-    earlier.settle().await;
+/// Runs `step` with the store once the guest's releases begun before this
+/// call are done (see `Releasing`): in one store access when none is under
+/// way, as is usual. Cancel safe: the releases go on.
+async fn settled<T, R>(
+    store: &Accessor<T, WasmLock>,
+    step: impl FnOnce(WasmLockCtxView<'_>) -> R,
+) -> R {
+    let mut step = Some(step);
+    let earlier = store.with(|mut a| {
+        let view = a.get();
+        let earlier = view.ctx.releasing.earlier();
+        match earlier.is_empty() {
+            true => Ok(step.take().expect("not yet run")(view)),
+            false => Err(earlier),
+        }
+    });
+    match earlier {
+        Ok(done) => done,
+        Err(earlier) => {
+            earlier.settled().await;
+            store.with(|mut a| step.take().expect("not yet run")(a.get()))
+        }
+    }
 }
 
 impl types::Host for WasmLockCtxView<'_> {
@@ -43,8 +63,12 @@ impl<T> locks::HostLockWithStore<T> for WasmLock {
         k: types::Kind,
     ) -> LockResult<Resource<GuestLock>> {
         let k = host::kind(k.into());
-        let (handle, locks) = store.with(|mut a| a.get().open_at_checked(&dir, k))?;
-        let lock = opened_lock(move || locks.builder(&path).kind(k).build()).await?;
+        let opening = store.with(|mut a| {
+            let mut view = a.get();
+            let (handle, locks) = view.open_at_checked(&dir, k)?;
+            LockResult::Ok(view.opened_lock(handle, move || locks.builder(&path).kind(k).build()))
+        })?;
+        let (lock, handle) = opening.await?;
         store.with(|mut a| a.get().push_lock(lock, false, handle))
     }
 
@@ -65,21 +89,23 @@ impl<T> locks::HostLockWithStore<T> for WasmLock {
     }
 
     async fn is_locked(store: &Accessor<T, Self>, this: Resource<GuestLock>) -> LockResult<bool> {
-        settle(store).await;
-        let lock = store.with(|mut a| a.get().lock_of(&this))?;
-        blocking(move || lock.is_locked()).await
+        let asking = settled(store, |view| {
+            let lock = view.lock_of(&this)?;
+            LockResult::Ok(view.blocking(move || lock.is_locked()))
+        })
+        .await?;
+        asking.await
     }
 
     async fn holder(
         store: &Accessor<T, Self>,
         this: Resource<GuestLock>,
     ) -> LockResult<Option<types::Holder>> {
-        settle(store).await;
-        let lookup = store.with(|mut a| a.get().holder_lookup(&this))?;
+        let lookup = settled(store, |mut view| view.holder_lookup(&this)).await?;
         Ok(lookup.await?.map(|(kind, details)| types::Holder {
             kind: host::holder_kind(kind).into(),
             since: since_epoch(&details).map(|d| types::Instant {
-                seconds: d.as_secs() as i64,
+                seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
                 nanoseconds: d.subsec_nanos(),
             }),
             pid: details.pid,
@@ -92,8 +118,7 @@ impl<T> locks::HostLockWithStore<T> for WasmLock {
         this: Resource<GuestLock>,
         force: bool,
     ) -> LockResult<()> {
-        settle(store).await;
-        let breaking = store.with(|mut a| a.get().break_checked(&this, force))?;
+        let breaking = settled(store, |mut view| view.break_checked(&this, force)).await?;
         breaking.await
     }
 }
@@ -105,16 +130,19 @@ async fn acquire_lock<T>(
     m: types::Mode,
     asked: Wait,
 ) -> LockResult<Resource<GuestGuard>> {
-    settle(store).await;
     // The guest goes on while this task waits, free to release: no
-    // deadlock to judge.
-    let begun = store.with(|mut a| {
-        a.get()
-            .begin_acquire(&this, host::mode(m.into()), asked, false)
-    })?;
+    // deadlock to judge. A lock granted at once enters the table in the
+    // same step, without a wait.
+    let begun = settled(store, |mut view| {
+        match view.begin_acquire(&this, host::mode(m.into()), asked, false)? {
+            Begun::Held(guard) => Ok(Err(view.table.push(guard)?)),
+            Begun::Waiting(waiting) => LockResult::Ok(Ok(waiting)),
+        }
+    })
+    .await?;
     let guard = match begun {
-        Begun::Held(guard) => guard,
-        Begun::Waiting(waiting) => waiting.granted().await?,
+        Ok(waiting) => waiting.granted().await?,
+        Err(held) => return Ok(held),
     };
     store.with(|mut a| Ok(a.get().table.push(guard)?))
 }
@@ -134,7 +162,8 @@ impl<T> locks::HostGuardWithStore<T> for WasmLock {
         mut store: Access<'_, T, Self>,
         this: Resource<GuestGuard>,
     ) -> wasmtime::Result<FutureReader<()>> {
-        let mut signal = store.get().table.get_mut(&this)?.lost_signal();
+        let handle = store.get().lost_handle()?;
+        let mut signal = store.get().table.get_mut(&this)?.lost_signal(handle);
         // Never an error: an error would trap the guest. A hold released
         // instead of lost leaves the future pending, as the WIT says.
         FutureReader::new(&mut store, async move {
@@ -144,9 +173,31 @@ impl<T> locks::HostGuardWithStore<T> for WasmLock {
     }
 
     async fn release(store: &Accessor<T, Self>, this: Resource<GuestGuard>) -> LockResult<()> {
-        settle(store).await;
-        let guard = store.with(|mut a| a.get().table.delete(this))?;
-        Ok(guard.release().await?)
+        // Out of the table and released in one step with the store, or
+        // handed to a task of its own: cancelling this call then leaves
+        // the release running (the guest's next lock call waits for it),
+        // never a hold nobody can release.
+        let told = store.with(|mut a| {
+            let view = a.get();
+            let guard = match view.table.delete(this)?.release_now() {
+                Ok(released) => return Ok(Err(released)),
+                Err(guard) => guard,
+            };
+            let (tell, told) = oneshot::channel();
+            view.ctx.releasing.push(async move {
+                let _ = tell.send((*guard).release().await);
+            });
+            LockResult::Ok(Ok(told))
+        })?;
+        let released = match told {
+            Ok(told) => told.await.map_err(|_| {
+                LockError::trap(wasmtime::format_err!(
+                    "wasmlock: a guard's release panicked"
+                ))
+            })?,
+            Err(released) => released,
+        };
+        Ok(released?)
     }
 }
 
@@ -179,9 +230,12 @@ impl<T> locks::HostSemaphoreWithStore<T> for WasmLock {
         name: String,
         slots: u32,
     ) -> LockResult<Resource<GuestSemaphore>> {
-        let (handle, slots, locks) =
-            store.with(|mut a| a.get().semaphore_at_checked(&dir, slots))?;
-        let sem = opened_semaphore(move || locks.semaphore(&name, slots)).await?;
+        let opening = store.with(|mut a| {
+            let mut view = a.get();
+            let (handle, slots, locks) = view.semaphore_at_checked(&dir, slots)?;
+            LockResult::Ok(view.opened_semaphore(handle, move || locks.semaphore(&name, slots)))
+        })?;
+        let (sem, handle) = opening.await?;
         store.with(|mut a| a.get().push_semaphore(sem, handle))
     }
 
@@ -203,9 +257,12 @@ impl<T> locks::HostSemaphoreWithStore<T> for WasmLock {
         store: &Accessor<T, Self>,
         this: Resource<GuestSemaphore>,
     ) -> LockResult<u32> {
-        settle(store).await;
-        let sem = store.with(|mut a| a.get().semaphore_of(&this))?;
-        blocking(move || sem.available().map(|n| n as u32)).await
+        let asking = settled(store, |view| {
+            let sem = view.semaphore_of(&this)?;
+            LockResult::Ok(view.blocking(move || sem.available().map(|n| n as u32)))
+        })
+        .await?;
+        asking.await
     }
 }
 
@@ -215,8 +272,7 @@ async fn take_permit<T>(
     this: Resource<GuestSemaphore>,
     asked: Wait,
 ) -> LockResult<Resource<GuestGuard>> {
-    settle(store).await;
-    let waiting = store.with(|mut a| a.get().begin_permit(&this, asked, false))?;
+    let waiting = settled(store, |mut view| view.begin_permit(&this, asked, false)).await?;
     let guard = waiting.granted().await?;
     store.with(|mut a| Ok(a.get().table.push(guard)?))
 }
@@ -237,9 +293,12 @@ impl<T> locks::HostNamespaceWithStore<T> for WasmLock {
         this: Resource<GuestNamespace>,
         key: String,
     ) -> LockResult<Resource<GuestLock>> {
-        let (handle, name, namespace) =
-            store.with(|mut a| a.get().namespace_lock_checked(&this))?;
-        let lock = opened_lock(move || namespace.lock(&name, &key)).await?;
+        let opening = store.with(|mut a| {
+            let mut view = a.get();
+            let (handle, name, namespace) = view.namespace_lock_checked(&this)?;
+            LockResult::Ok(view.opened_lock(handle, move || namespace.lock(&name, &key)))
+        })?;
+        let (lock, handle) = opening.await?;
         store.with(|mut a| a.get().push_lock(lock, false, handle))
     }
 
@@ -249,9 +308,15 @@ impl<T> locks::HostNamespaceWithStore<T> for WasmLock {
         key: String,
         slots: u32,
     ) -> LockResult<Resource<GuestSemaphore>> {
-        let (handle, slots, name, namespace) =
-            store.with(|mut a| a.get().namespace_semaphore_checked(&this, slots))?;
-        let sem = opened_semaphore(move || namespace.semaphore(&name, &key, slots)).await?;
+        let opening = store.with(|mut a| {
+            let mut view = a.get();
+            let (handle, slots, name, namespace) =
+                view.namespace_semaphore_checked(&this, slots)?;
+            LockResult::Ok(
+                view.opened_semaphore(handle, move || namespace.semaphore(&name, &key, slots)),
+            )
+        })?;
+        let (sem, handle) = opening.await?;
         store.with(|mut a| a.get().push_semaphore(sem, handle))
     }
 }

@@ -6,7 +6,7 @@
 //! `nslist`, `acq:H:ex|sh:forever|try|MS` (keeps the guard under `H`),
 //! `rel:H` (releases `H`'s last guard), `count:H` (guards kept under `H`),
 //! `lost:H` (the last guard's status), `fence:H` (its fencing token), `waitlost:H:MS` (its lost pollable
-//! against a timer), `locked:H`, `holder:H`, `break:H:force|noforce`,
+//! against a timer), `lostmany:H:N` (keeps N lost pollables of the last guard), `locked:H`, `holder:H`, `break:H:force|noforce`,
 //! `drop:H` (the handle), `dropguards:H`, `leak:H` (forgets the guards), `start:H:ex|sh`, `semstart:S`,
 //! `keep:H` (keeps the pending acquisition's pollable), `poll:H:MS`,
 //! `finish:H` (keeps the pending acquisition: may be repeated), `unpend:H`,
@@ -193,6 +193,13 @@ fn main() {
                 } else {
                     "timeout".into()
                 }
+            }
+            ["lostmany", h, n] => {
+                let guard = guards[*h].last().expect("a guard");
+                let kept: Vec<Pollable> = (0..n.parse().unwrap())
+                    .map(|_| guard.lost_pollable())
+                    .collect();
+                format!("kept {}", kept.len())
             }
             ["locked", h] => match locks[*h].is_locked() {
                 Ok(b) => b.to_string(),

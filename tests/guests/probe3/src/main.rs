@@ -13,7 +13,12 @@
 //! (N uncontended lock+unlock; prints the nanoseconds they took),
 //! `hostile:os|soft:HEX` (opens a hex-encoded path in `/data`, then tries),
 //! `trap:PATH` (traps while holding),
-//! `tasks:PATH:FILE:T:N` (T tasks, each N increments of FILE under the lock).
+//! `tasks:PATH:FILE:T:N` (T tasks, each N increments of FILE under the lock),
+//! `lostmany:PATH:N` (holds, and keeps N lost futures of the guard),
+//! `unlockcancel:NAMESPACE` (holds two keys, drops one guard, cancels the
+//! other's unlock after its first poll, then tries the second key again),
+//! `call:N` (N calls of an async import that returns at once: the floor of
+//! a 0.3 host call, for the bench; prints the nanoseconds they took).
 
 use std::cell::Cell;
 use std::future::{Future, poll_fn};
@@ -21,7 +26,7 @@ use std::pin::{Pin, pin};
 use std::task::Poll;
 use std::time::Duration;
 
-use wasmlock_guest::p3::Lock;
+use wasmlock_guest::p3::{Lock, Namespace};
 use wasmlock_guest::{ErrorKind, Kind};
 
 wit_bindgen::generate!({
@@ -54,6 +59,14 @@ async fn scenario(step: &str) -> String {
     match words[0] {
         "guards" => return guards(words[1], number(2)).await,
         "hostile" => return hostile(words[1], words[2]).await,
+        "unlockcancel" => return unlock_cancelled(words[1]).await,
+        "call" => {
+            let start = std::time::Instant::now();
+            for _ in 0..number(1) {
+                wait_for(0).await;
+            }
+            return format!("ns {}", start.elapsed().as_nanos());
+        }
         _ => {}
     }
     let lock = match Lock::open(words[1]).await {
@@ -95,6 +108,16 @@ async fn scenario(step: &str) -> String {
             let guard = lock.lock().await.expect("lock");
             guard.lost().await;
             format!("lost {}", guard.is_lost())
+        }
+        "lostmany" => {
+            let guard = lock.lock().await.expect("lock");
+            let mut kept = Vec::new();
+            for _ in 0..number(2) {
+                let mut lost = Box::pin(guard.lost());
+                poll_once(lost.as_mut()).await;
+                kept.push(lost);
+            }
+            format!("kept {}", kept.len())
         }
         "trap" => {
             let _guard = lock.lock().await.expect("lock");
@@ -145,6 +168,31 @@ async fn all<'a>(futures: impl Iterator<Item = Pin<Box<dyn Future<Output = ()> +
         }
     })
     .await
+}
+
+/// Polls `f` once (an import it calls is made), and goes on.
+async fn poll_once<F: Future>(mut f: Pin<&mut F>) {
+    poll_fn(|cx| {
+        let _ = f.as_mut().poll(cx);
+        Poll::Ready(())
+    })
+    .await
+}
+
+/// An unlock cancelled after its first poll still releases: the next
+/// lock call of this guest finds the key free. (Keys in a lock service:
+/// their release waits for the service, so it goes on without the call.)
+async fn unlock_cancelled(namespace: &str) -> String {
+    let ns = Namespace::get(namespace).expect("the namespace");
+    let (first, second) = (ns.lock("k1").await.unwrap(), ns.lock("k2").await.unwrap());
+    let held = first.lock().await.expect("lock k1");
+    let other = second.lock().await.expect("lock k2");
+    // A release of its own, under way while the unlock is cancelled.
+    drop(held);
+    poll_once(pin!(other.unlock())).await;
+    let k2 = outcome(second.try_lock().await);
+    let k1 = outcome(first.try_lock().await);
+    format!("k2 {k2}, k1 {k1}")
 }
 
 /// Both futures to completion, polled in turn: two tasks of one guest.
