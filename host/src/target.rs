@@ -3,15 +3,14 @@
 //!
 //! Both `LockDir` and the lock handles build on this; it depends on neither.
 
-use std::ffi::{CString, OsStr, OsString};
-use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 
+use crate::sys::{self, DirFd};
 use crate::{Error, ErrorKind, Result};
 
 pub(crate) type Refusal = (ErrorKind, &'static str);
@@ -26,7 +25,7 @@ pub(crate) struct Target {
     parent: PathBuf,
     pub(crate) name: OsString,
     /// `name` for the `*at` syscalls, made once (`split` refuses NUL bytes).
-    pub(crate) cname: CString,
+    pub(crate) cname: sys::Name,
     pub(crate) display: PathBuf,
 }
 
@@ -48,7 +47,7 @@ impl std::fmt::Debug for Root {
 /// Splits a path into parent and final component, refusing what cannot
 /// name a lock file.
 fn split(path: &Path) -> std::result::Result<(&Path, &OsStr), Refusal> {
-    let bytes = path.as_os_str().as_bytes();
+    let bytes = path.as_os_str().as_encoded_bytes();
     if bytes.is_empty() {
         return Err((ErrorKind::InvalidPath, "the path is empty"));
     }
@@ -58,8 +57,13 @@ fn split(path: &Path) -> std::result::Result<(&Path, &OsStr), Refusal> {
     if bytes.len() >= PATH_MAX {
         return Err((ErrorKind::InvalidPath, "the path is longer than 4095 bytes"));
     }
-    let (parent, name) = match bytes.iter().rposition(|&b| b == b'/') {
-        Some(0) => (&b"/"[..], &bytes[1..]),
+    // Windows takes `\\` as a separator too, and `C:` before one is a
+    // drive whose root the separator names.
+    let separator = |b: &u8| *b == b'/' || (cfg!(windows) && *b == b'\\');
+    let (parent, name) = match bytes.iter().rposition(separator) {
+        Some(i) if i == 0 || (cfg!(windows) && bytes[..i].ends_with(b":")) => {
+            (&bytes[..=i], &bytes[i + 1..])
+        }
         Some(i) => (&bytes[..i], &bytes[i + 1..]),
         None => (&b""[..], bytes),
     };
@@ -74,10 +78,43 @@ fn split(path: &Path) -> std::result::Result<(&Path, &OsStr), Refusal> {
             "the file name is longer than 255 bytes",
         ));
     }
-    Ok((
-        Path::new(OsStr::from_bytes(parent)),
-        OsStr::from_bytes(name),
-    ))
+    // SAFETY: both are split off the encoded bytes of an `OsStr` at an
+    // ASCII separator, which std allows.
+    let (parent, name) = unsafe {
+        (
+            OsStr::from_encoded_bytes_unchecked(parent),
+            OsStr::from_encoded_bytes_unchecked(name),
+        )
+    };
+    Ok((Path::new(parent), name))
+}
+
+/// What Windows makes of a path component other than a file of that name:
+/// a device (`CON`, `NUL`, `COM1`, with or without an extension), a stream
+/// of another file (`name:stream`), or the name without its trailing dots
+/// and spaces. A sandbox refuses such names on every system, so that a
+/// guest gets the same answer everywhere.
+fn windows_meaning(part: &OsStr) -> Option<&'static str> {
+    let part = part.to_str()?;
+    if part.contains(':') {
+        return Some("a colon names a drive or a file's stream on Windows");
+    }
+    if part.ends_with(['.', ' ']) {
+        return Some("Windows drops trailing dots and spaces from names");
+    }
+    let stem = part.split('.').next().unwrap_or(part).trim_end_matches(' ');
+    let device = matches!(
+        stem.to_ascii_uppercase().as_str(),
+        "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$"
+    ) || {
+        let chars: Vec<char> = stem.chars().collect();
+        chars.len() == 4
+            && ["COM", "LPT"]
+                .iter()
+                .any(|p| String::from_iter(&chars[..3]).eq_ignore_ascii_case(p))
+            && (chars[3].is_ascii_digit() || "¹²³".contains(chars[3]))
+    };
+    device.then_some("the name is a device on Windows")
 }
 
 impl Target {
@@ -93,7 +130,7 @@ impl Target {
             root: Root::Ambient(root),
             parent: PathBuf::new(),
             name: name.to_owned(),
-            cname: CString::new(name.as_bytes()).expect("split refuses NUL"),
+            cname: sys::name(name).expect("split refuses NUL"),
             display: path.to_path_buf(),
         })
     }
@@ -113,7 +150,7 @@ impl Target {
         }
         // Paths that mean something else elsewhere are refused rather than
         // taken literally: a guest may have been written for Windows.
-        let bytes = rel.as_os_str().as_bytes();
+        let bytes = rel.as_os_str().as_encoded_bytes();
         if bytes.contains(&b'\\') {
             return Err((
                 ErrorKind::InvalidPath,
@@ -127,6 +164,17 @@ impl Target {
         }
         if std::str::from_utf8(bytes).is_err() {
             return Err((ErrorKind::InvalidPath, "the path is not valid UTF-8"));
+        }
+        if let Some(why) = parent
+            .components()
+            .filter_map(|c| match c {
+                std::path::Component::Normal(part) => Some(part),
+                _ => None,
+            })
+            .chain([name])
+            .find_map(windows_meaning)
+        {
+            return Err((ErrorKind::InvalidPath, why));
         }
         // Refuse `..` that climbs above the top before touching anything;
         // symbolic links that point out are refused by cap-std when resolved.
@@ -153,13 +201,13 @@ impl Target {
                 .filter(|c| *c != std::path::Component::CurDir)
                 .collect(),
             name: name.to_owned(),
-            cname: CString::new(name.as_bytes()).expect("split refuses NUL"),
+            cname: sys::name(name).expect("split refuses NUL"),
             display: display.join(rel),
         })
     }
 
     /// Opens the parent directory, creating what is missing inside the root.
-    pub(crate) fn open_parent(&self) -> Result<Arc<OwnedFd>> {
+    pub(crate) fn open_parent(&self) -> Result<Arc<DirFd>> {
         let dir = match &self.root {
             Root::Ambient(root) => open_ambient_dir(root).map_err(|e| {
                 let dangling = leads_nowhere(
@@ -178,7 +226,7 @@ impl Target {
                 nowhere_if(Error::from_io(e, &self.display), dangling)
             })?,
         };
-        Ok(Arc::new(OwnedFd::from(dir.into_std_file())))
+        Ok(Arc::new(sys::dir_fd(dir)))
     }
 }
 
@@ -234,13 +282,13 @@ pub(crate) fn open_ambient_dir(path: &Path) -> Result<Dir> {
 
 impl Target {
     /// The parent directory if it exists; creates nothing.
-    pub(crate) fn open_parent_existing(&self) -> Option<Arc<OwnedFd>> {
+    pub(crate) fn open_parent_existing(&self) -> Option<Arc<DirFd>> {
         let dir = match &self.root {
             Root::Ambient(root) => Dir::open_ambient_dir(root, ambient_authority()).ok()?,
             Root::Dir(root) if self.parent.as_os_str().is_empty() => root.try_clone().ok()?,
             Root::Dir(root) => root.open_dir(&self.parent).ok()?,
         };
-        Some(Arc::new(OwnedFd::from(dir.into_std_file())))
+        Some(Arc::new(sys::dir_fd(dir)))
     }
 }
 
@@ -262,5 +310,29 @@ mod tests {
             split(Path::new("/c.lock")).unwrap(),
             (Path::new("/"), OsStr::new("c.lock"))
         );
+    }
+
+    #[test]
+    fn names_windows_reads_otherwise_are_refused() {
+        for bad in [
+            "CON",
+            "nul",
+            "Aux.lock",
+            "com1",
+            "LPT9.txt",
+            "COM¹",
+            "con .lock",
+            "a.lock:s",
+            "x.",
+            "x ",
+            "conin$",
+        ] {
+            assert!(windows_meaning(OsStr::new(bad)).is_some(), "{bad:?}");
+        }
+        for fine in [
+            "console", "nul1", "com10", "a.lock", ".hidden", "lpt", "x.y",
+        ] {
+            assert_eq!(windows_meaning(OsStr::new(fine)), None, "{fine:?}");
+        }
     }
 }

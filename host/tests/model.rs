@@ -311,7 +311,9 @@ fn run_on<'h>(
                     t,
                     Box::new(move |_| Outcome::Count(handles[h].hold_count())),
                 ),
-                Op::IsLocked(h) => Outcome::Locked(handles[h].is_locked().unwrap()),
+                Op::IsLocked(h) => handles[h]
+                    .is_locked()
+                    .map_or_else(|e| Outcome::Failed(e.kind()), Outcome::Locked),
             });
         }
         drop(workers);
@@ -321,6 +323,13 @@ fn run_on<'h>(
 
 fn check(kind: Kind, ops: Vec<Op>) -> std::result::Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
+    // Only Linux (`/proc/locks`) and Windows (a probe) tell whether an OS
+    // lock is held elsewhere; elsewhere `is_locked` of an OS lock is
+    // `Unsupported` unless this process holds it, so it is left out.
+    let tells = cfg!(any(target_os = "linux", windows));
+    let ops = ops
+        .into_iter()
+        .filter(|op| tells || kind == Kind::Soft || !matches!(op, Op::IsLocked(_)));
     let mut model = Model::new(kind);
     let steps: Vec<(Op, Outcome)> = ops.into_iter().map(|op| (op, model.step(op))).collect();
     let (got, free) = run(dir.path(), kind, &steps);

@@ -149,6 +149,13 @@ fn cases() -> Vec<(Vec<u8>, ErrorKind)> {
         ("C:x.lock", IP),
         ("c:/x.lock", IP),
         ("sub\\..\\..\\x.lock", IP),
+        // Windows devices, streams, and names it would shorten.
+        ("CON", IP),
+        ("sub/nul.lock", IP),
+        ("com1/x.lock", IP),
+        ("file.txt:stream", IP),
+        ("x.lock.", IP),
+        ("x.lock ", IP),
         // Not a regular file.
         ("fifo", IP),
     ];

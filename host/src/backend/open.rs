@@ -2,16 +2,14 @@
 //! it in the process ([`Key`]) and how to make its backend if the process
 //! has none for it yet.
 
-use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 
 use super::os::OsBackend;
 use super::soft::SoftBackend;
 use super::{Backend, Key};
-use crate::sys::{self, Create, OpenFailure};
+use crate::sys::{self, Create, DirFd, OpenFailure};
 use crate::target::Target;
 use crate::{Error, ErrorKind, Kind, Result};
 
@@ -42,7 +40,7 @@ pub(crate) fn open_file(file: &File, display: &Path) -> Result<Opened> {
 /// The lock file of `target` (created if missing) in its opened `parent`.
 pub(crate) fn open_path(
     target: &Target,
-    parent: Arc<OwnedFd>,
+    parent: Arc<DirFd>,
     kind: Kind,
     file_mode: Option<u32>,
 ) -> Result<Opened> {
@@ -51,7 +49,7 @@ pub(crate) fn open_path(
     let io = |e: std::io::Error| classify_open(e, &path);
     match kind {
         Kind::Os => {
-            let (file, made) = open_lock_file(parent.as_fd(), &name).map_err(io)?;
+            let (file, made) = open_lock_file(&parent, &name).map_err(io)?;
             let st = sys::fstat(&file).map_err(io)?;
             if !st.is_file {
                 return Err(
@@ -65,8 +63,7 @@ pub(crate) fn open_path(
             })
         }
         Kind::Soft => {
-            let dir = File::from(parent.try_clone().map_err(io)?);
-            let st = sys::fstat(&dir).map_err(io)?;
+            let st = sys::dir_stat(&parent).map_err(io)?;
             Ok(Opened {
                 key: Key::Soft(st.dev, st.ino, target.name.clone()),
                 make: Box::new(move || {
@@ -81,7 +78,7 @@ pub(crate) fn open_path(
 /// Opens the lock file, creating it if missing; says whether we created it.
 /// Opening an existing file without `O_CREAT` also avoids the refusal that
 /// sticky directories (`/tmp`) give for another user's file.
-fn open_lock_file(dir: BorrowedFd<'_>, name: &CString) -> std::io::Result<(File, bool)> {
+fn open_lock_file(dir: &DirFd, name: &sys::Name) -> std::io::Result<(File, bool)> {
     loop {
         match sys::open_at(dir, name, Create::New, 0o666) {
             Ok(f) => return Ok((f, true)),

@@ -1,8 +1,6 @@
 //! Kernel advisory locks (`flock`) on a lock file that is never deleted.
 
-use std::ffi::CStr;
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -121,12 +119,13 @@ impl Backend for OsBackend {
     }
 
     fn is_locked(&self) -> Result<bool> {
-        if cfg!(target_os = "linux") {
-            let st = sys::fstat(&self.file).map_err(|e| self.err(e))?;
-            return Ok(!sys::flock_holders(st.dev, st.ino).is_empty());
+        match sys::lock_held(&self.file) {
+            Ok(Some(held)) => Ok(held),
+            Ok(None) => Err(Error::new(ErrorKind::Unsupported, &self.path).with_detail(
+                "asking whether an OS lock is held needs /proc/locks (Linux) or Windows",
+            )),
+            Err(e) => Err(self.err(e)),
         }
-        Err(Error::new(ErrorKind::Unsupported, &self.path)
-            .with_detail("asking whether an OS lock is held needs /proc/locks (Linux)"))
     }
 
     fn break_lock(&self, _force: bool) -> Result<()> {
@@ -141,8 +140,8 @@ pub(crate) struct PathCheck<'a> {
     pub(crate) file: &'a File,
     /// The locked file (device, inode).
     pub(crate) key: (u64, u64),
-    pub(crate) parent: &'a OwnedFd,
-    pub(crate) name: &'a CStr,
+    pub(crate) parent: &'a sys::DirFd,
+    pub(crate) name: &'a sys::Name,
 }
 
 impl PathCheck<'_> {
@@ -162,7 +161,7 @@ impl PathCheck<'_> {
         if verified.get() == Some(st.ctime_ns) {
             return Ok(true);
         }
-        let current = match sys::lstat_at(self.parent.as_fd(), self.name) {
+        let current = match sys::lstat_at(self.parent, self.name) {
             Ok(named) => named.key() == self.key,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => return Err(e),
@@ -216,7 +215,8 @@ fn trustworthy(ctime_ns: i128) -> bool {
     ctime_ns % 1_000_000_000 != 0 && now - ctime_ns > SETTLED.as_nanos() as i128
 }
 
-#[cfg(test)]
+// Linux has the only turnstile so far.
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 

@@ -1,9 +1,8 @@
 //! Soft locks: a marker file that exists while the lock is held.
 
-use std::ffi::{CStr, CString};
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::marker::{self, Content, Marker};
 use super::{Backend, ReleaseTurn};
-use crate::sys::{self, Create, DirWatch, Stat};
+use crate::sys::{self, Create, DirFd, DirWatch, Name, Stat};
 use crate::{Error, ErrorKind, Holder, Mode, Result};
 
 /// py-filelock's grace before a malformed marker may be replaced: long enough
@@ -29,8 +28,8 @@ const TURN_PATIENCE: Duration = Duration::from_secs(1);
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 pub(crate) struct SoftBackend {
-    dir: Arc<OwnedFd>,
-    name: CString,
+    dir: Arc<DirFd>,
+    name: Name,
     path: PathBuf,
     mode: u32,
     /// The marker we created, while we hold it. Keeping it open pins its
@@ -54,8 +53,8 @@ pub(crate) struct SoftBackend {
 
 impl SoftBackend {
     pub(crate) fn new(
-        dir: Arc<OwnedFd>,
-        name: CString,
+        dir: Arc<DirFd>,
+        name: Name,
         path: PathBuf,
         mode: Option<u32>,
     ) -> SoftBackend {
@@ -95,7 +94,7 @@ impl SoftBackend {
     /// killed at any moment leaves no marker or a whole one, never the empty
     /// file that py-filelock — and so we — must take for a live holder.
     fn publish_whole(&self) -> io::Result<bool> {
-        let dir = self.dir.as_fd();
+        let dir = &*self.dir;
         let mut file = sys::open_unnamed_at(dir, self.mode)?;
         file.write_all(&our_marker())?;
         let st = sys::fstat(&file)?;
@@ -111,8 +110,8 @@ impl SoftBackend {
 
     /// The portable way, as py-filelock does it: exclusive create, then write.
     fn create_then_write(&self) -> Result<bool> {
-        let dir = self.dir.as_fd();
-        let mut file = match sys::open_at(dir, &self.name, Create::New, self.mode) {
+        let dir = &*self.dir;
+        let mut file = match sys::open_at(dir, &self.name, Create::Marker, self.mode) {
             Ok(f) => f,
             Err(e) if sys::is_exists(&e) => return Ok(false),
             Err(e) => return Err(self.err(e)),
@@ -138,7 +137,7 @@ impl SoftBackend {
 
     /// Removes the marker if the name still points at inode `key`.
     fn unlink_if(&self, key: (u64, u64)) -> bool {
-        let dir = self.dir.as_fd();
+        let dir = &*self.dir;
         match sys::lstat_at(dir, &self.name) {
             Ok(st) if st.key() == key => sys::unlink_at(dir, &self.name).is_ok(),
             _ => false,
@@ -152,8 +151,8 @@ impl SoftBackend {
     }
 
     /// [`read`](Self::read) for another file of the directory.
-    fn read_named(&self, name: &CStr) -> Result<Option<(Stat, Content, File)>> {
-        let dir = self.dir.as_fd();
+    fn read_named(&self, name: &Name) -> Result<Option<(Stat, Content, File)>> {
+        let dir = &*self.dir;
         let st = match sys::lstat_at(dir, name) {
             Ok(st) => st,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -165,7 +164,7 @@ impl SoftBackend {
         }
         // For writing where we may (never written): on NFS, where `flock` is
         // a record lock, the breakers' turns (see `take_over`) need it.
-        let opened = sys::open_at(dir, name, Create::Existing, 0).or_else(|e| {
+        let opened = sys::open_at(dir, name, Create::MarkerOpen, 0).or_else(|e| {
             if sys::is_refusal(&e) {
                 sys::open_at(dir, name, Create::ReadOnly, 0)
             } else {
@@ -230,7 +229,7 @@ impl SoftBackend {
     /// judged stale only on the host that wrote it, so every breaker of one
     /// marker shares a kernel; a holder takes the same lock to release.
     fn take_over(&self, judged: Stat, content: &Content, pin: File) -> Result<bool> {
-        let dir = self.dir.as_fd();
+        let dir = &*self.dir;
         match sys::flock_try(&pin, Mode::Exclusive) {
             // Another process is breaking or releasing it right now.
             Ok(false) => return Ok(false),
@@ -240,21 +239,24 @@ impl SoftBackend {
             Err(_) => {}
         }
         match sys::lstat_at(dir, &self.name) {
-            Ok(now) if now.key() == judged.key() => {}
-            // Broken or released meanwhile: look again.
+            // The same file, unchanged. (Windows keeps a file deleted while
+            // open, as `pin` is, under its name: a marker made there
+            // meanwhile is that file, written again.)
+            Ok(now) if now.key() == judged.key() && now.mtime_ns == judged.mtime_ns => {}
+            // Broken, released or rewritten meanwhile: look again.
             Ok(_) => return Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
             Err(e) => return Err(self.err(e)),
         }
         // The same pattern as py-filelock, so its recovery of stranded markers
         // also recognises ours.
-        let aside = CString::new(format!(
+        let aside = format!(
             "{}{}.{}",
             self.break_prefix(),
             sys::pid(),
             sys::random_hex()
-        ))
-        .expect("no NUL");
+        );
+        let aside = sys::name(OsStr::new(&aside)).expect("no NUL");
         match sys::rename_at(dir, &self.name, &aside, true) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
@@ -303,11 +305,10 @@ impl SoftBackend {
             *last = Some(Instant::now());
         }
         let prefix = self.break_prefix();
-        let Ok(entries) = std::fs::read_dir(sys::proc_fd_path(self.dir.as_fd())) else {
+        let Ok(names) = sys::dir_names(&self.dir) else {
             return;
         };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
+        for name in names {
             let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
                 continue;
             };
@@ -317,20 +318,20 @@ impl SoftBackend {
             let named = hex.len() == 32
                 && hex.bytes().all(|b| b.is_ascii_hexdigit())
                 && pid.parse().is_ok_and(|pid| !sys::pid_alive(pid));
-            let Ok(c) = CString::new(name.as_encoded_bytes()) else {
+            let Some(c) = sys::name(&name) else {
                 continue;
             };
             if !named || !self.stranded(&c) {
                 continue;
             }
-            let _ = sys::unlink_at(self.dir.as_fd(), &c);
+            let _ = sys::unlink_at(&self.dir, &c);
             tracing::debug!(path = %self.path.display(), stranded = ?name, "removed a marker a dead breaker left aside");
         }
     }
 
     /// Whether the file `name` holds a marker nobody needs, and has held it,
     /// under that name, for longer than any live breaker takes.
-    fn stranded(&self, name: &CStr) -> bool {
+    fn stranded(&self, name: &Name) -> bool {
         let Ok(Some((st, content, _))) = self.read_named(name) else {
             return false;
         };
@@ -423,7 +424,7 @@ impl Backend for SoftBackend {
     fn acquire_blocking(&self, mode: Mode, wanted: &dyn Fn() -> bool) -> Result<bool> {
         // Watch first, then try: a release between the two is not missed.
         let mut slot = self.watch.lock().unwrap();
-        let watch = slot.get_or_insert_with(|| DirWatch::new(self.dir.as_fd()));
+        let watch = slot.get_or_insert_with(|| DirWatch::new(&self.dir));
         watch.clear();
         // Checking `wanted` first: a marker taken for nobody would block
         // others until the manager noticed and gave it back.
@@ -437,8 +438,8 @@ impl Backend for SoftBackend {
     }
 
     fn done_waiting(&self) {
-        let watch = self.watch.lock().unwrap().take();
-        drop(watch);
+        // Torn down after the mutex is let go.
+        let _watch = self.watch.lock().unwrap().take();
     }
 
     fn attempts_while_blocking(&self) -> bool {
@@ -493,7 +494,7 @@ impl Backend for SoftBackend {
             return false;
         };
         // An error other than "gone" says nothing either way: not lost.
-        match sys::lstat_at(self.dir.as_fd(), &self.name) {
+        match sys::lstat_at(&self.dir, &self.name) {
             Ok(st) => st.key() != *key,
             Err(e) => e.kind() == io::ErrorKind::NotFound,
         }
@@ -582,26 +583,43 @@ fn system_time(ns: i128) -> SystemTime {
 
 #[cfg(test)]
 mod tests {
-    use std::os::fd::OwnedFd;
+    use cap_std::ambient_authority;
+    use cap_std::fs::Dir;
 
     use super::*;
+
+    /// A soft backend on `name` in `dir`.
+    fn backend(dir: &Path, name: &str) -> SoftBackend {
+        let fd = sys::dir_fd(Dir::open_ambient_dir(dir, ambient_authority()).unwrap());
+        let cname = sys::name(OsStr::new(name)).unwrap();
+        SoftBackend::new(Arc::new(fd), cname, dir.join(name), None)
+    }
+
+    /// The pid of a process that has exited.
+    fn exited_pid() -> u32 {
+        #[cfg(unix)]
+        let mut exited = std::process::Command::new("true").spawn().unwrap();
+        #[cfg(windows)]
+        let mut exited = std::process::Command::new("cmd")
+            .args(["/C", "exit"])
+            .spawn()
+            .unwrap();
+        let pid = exited.id();
+        exited.wait().unwrap();
+        pid
+    }
 
     /// A backend on `name` in a fresh directory, and a marker of a process
     /// that has exited at that name.
     fn with_stale_marker(dir: &Path, name: &str) -> SoftBackend {
-        let mut exited = std::process::Command::new("true").spawn().unwrap();
-        let pid = exited.id();
-        exited.wait().unwrap();
+        let pid = exited_pid();
         std::fs::write(dir.join(name), format!("{pid}\n{}\n", sys::host_name())).unwrap();
-        let fd = OwnedFd::from(File::open(dir).unwrap());
-        SoftBackend::new(
-            Arc::new(fd),
-            CString::new(name).unwrap(),
-            dir.join(name),
-            None,
-        )
+        backend(dir, name)
     }
 
+    /// Unix: Windows keeps the name of a file deleted while open (the
+    /// judged marker is), so no one can make a new marker there meanwhile.
+    #[cfg(unix)]
     #[test]
     fn a_breaker_that_judged_a_marker_someone_else_replaced_moves_nothing() {
         let dir = tempfile::tempdir().unwrap();
@@ -643,16 +661,13 @@ mod tests {
         assert!(!dir.path().join("t.lock").exists());
     }
 
+    /// Linux makes unnamed files (`O_TMPFILE`); elsewhere markers are
+    /// created, then written.
+    #[cfg(target_os = "linux")]
     #[test]
     fn our_marker_appears_whole_or_not_at_all() {
         let dir = tempfile::tempdir().unwrap();
-        let fd = OwnedFd::from(File::open(dir.path()).unwrap());
-        let soft = SoftBackend::new(
-            Arc::new(fd),
-            c"w.lock".into(),
-            dir.path().join("w.lock"),
-            None,
-        );
+        let soft = backend(dir.path(), "w.lock");
         assert!(soft.create().unwrap());
         assert!(
             !soft.no_unnamed.load(Ordering::Relaxed),

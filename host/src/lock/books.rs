@@ -4,7 +4,6 @@
 //! [`Request::solo`]); a counted owner's (a re-entrant thread, a guest, a
 //! semaphore slot) in the handle too, with its count.
 
-use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::{Arc, MutexGuard};
 
@@ -18,7 +17,7 @@ pub(super) struct Inner {
     pub(super) kind: Kind,
     pub(super) entry: Option<Arc<Entry>>,
     /// The directory the path names the lock file in.
-    pub(super) parent: Option<Arc<OwnedFd>>,
+    pub(super) parent: Option<Arc<crate::sys::DirFd>>,
     pub(super) holds: OwnerMap<Held>,
     /// The lock file this handle created (device, inode), while it may still
     /// be an unused placeholder.

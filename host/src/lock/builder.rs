@@ -75,7 +75,8 @@ impl FileLockBuilder {
 
     /// Falls back to a soft lock when the file system has no kernel locks
     /// (`ENOLCK`, `ENOTSUP`, `ENOSYS`) instead of failing with
-    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported).
+    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported). Unix only
+    /// for now: on Windows the error is returned.
     pub fn fallback_to_soft(mut self, yes: bool) -> Self {
         self.options.fallback_to_soft = yes;
         self

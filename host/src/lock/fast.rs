@@ -15,7 +15,6 @@
 //! Keeping the first entry costs a handle whose lock file was replaced (or
 //! that fell back to a soft lock) one open file until the handle drops.
 
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -27,7 +26,7 @@ use crate::manager::{Attempt, Entry};
 /// in.
 pub(super) struct First {
     pub(super) entry: Arc<Entry>,
-    pub(super) parent: Option<Arc<OwnedFd>>,
+    pub(super) parent: Option<Arc<crate::sys::DirFd>>,
 }
 
 /// Where a hold was granted: the handle's first entry, or another one the
@@ -90,7 +89,7 @@ impl FileLock {
     pub(super) fn remember_first(
         &self,
         entry: &Arc<Entry>,
-        parent: Option<&Arc<OwnedFd>>,
+        parent: Option<&Arc<crate::sys::DirFd>>,
         os: bool,
     ) {
         let first = First {

@@ -32,8 +32,10 @@ impl Child {
     /// Like [`Child::spawn`], as an unprivileged user when we are root (so
     /// that permission bits apply to it).
     pub fn spawn_unprivileged(role: &[&str]) -> Child {
+        #[allow(unused_mut)]
         let mut cmd = Self::own(role);
         // SAFETY: geteuid has no preconditions.
+        #[cfg(unix)]
         if unsafe { libc::geteuid() } == 0 {
             use std::os::unix::process::CommandExt;
             cmd.uid(65534).gid(65534);
@@ -459,9 +461,8 @@ impl Witness {
                     // A holder killed inside leaves its file; only a live
                     // one means two are inside.
                     let owner = std::fs::read_to_string(&writer).unwrap_or_default();
-                    match owner.parse::<i32>() {
-                        // SAFETY: kill with signal 0 only checks the pid.
-                        Ok(pid) if unsafe { libc::kill(pid, 0) } != 0 => {
+                    match owner.parse::<u32>() {
+                        Ok(pid) if !alive(pid) => {
                             let _ = std::fs::remove_file(&writer);
                         }
                         _ => panic!("VIOLATION: two writers inside at once ({e}; {owner:?})"),
@@ -521,9 +522,37 @@ pub fn read_counter(counter: &Path) -> u64 {
         .unwrap()
 }
 
+/// Whether the process `pid` runs.
+#[cfg(unix)]
+pub fn alive(pid: u32) -> bool {
+    // SAFETY: kill with signal 0 only checks the pid.
+    pid as i32 > 0 && unsafe { libc::kill(pid as i32, 0) } == 0
+}
+
+/// Whether the process `pid` runs.
+#[cfg(windows)]
+pub fn alive(pid: u32) -> bool {
+    use windows_sys::Win32::Foundation::{CloseHandle, STILL_ACTIVE};
+    use windows_sys::Win32::System::Threading::{
+        GetExitCodeProcess, OpenProcess, PROCESS_QUERY_LIMITED_INFORMATION,
+    };
+    // SAFETY: plain calls on a handle we open and close.
+    unsafe {
+        let h = OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid);
+        if h.is_null() {
+            return false;
+        }
+        let mut code = 0;
+        let ok = GetExitCodeProcess(h, &mut code) != 0;
+        CloseHandle(h);
+        ok && code == STILL_ACTIVE as u32
+    }
+}
+
 /// Threads of this process named `name` (the engine's waiting threads are
 /// `wasmlock-wait`, an etcd cluster's `wasmlock-etcd`). Sibling tests run
 /// in parallel, so all threads would be a noisy count.
+#[cfg(target_os = "linux")]
 pub fn threads_named(name: &str) -> usize {
     std::fs::read_dir("/proc/self/task")
         .unwrap()
@@ -568,7 +597,13 @@ pub fn tmp() -> tempfile::TempDir {
 
 /// A pid that belonged to a process that has exited.
 pub fn dead_pid() -> u32 {
+    #[cfg(unix)]
     let mut c = std::process::Command::new("true").spawn().unwrap();
+    #[cfg(windows)]
+    let mut c = std::process::Command::new("cmd")
+        .args(["/C", "exit"])
+        .spawn()
+        .unwrap();
     let pid = c.id();
     c.wait().unwrap();
     pid

@@ -3,26 +3,13 @@
 //! the directory.
 
 use std::ffi::CStr;
+use std::ffi::OsString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd};
+use std::os::fd::{AsRawFd, FromRawFd};
 
-/// The parts of `lstat` the engine needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Stat {
-    pub dev: u64,
-    pub ino: u64,
-    pub mtime_ns: i128,
-    pub ctime_ns: i128,
-    pub nlink: u64,
-    pub is_file: bool,
-}
-
-impl Stat {
-    pub(crate) fn key(&self) -> (u64, u64) {
-        (self.dev, self.ino)
-    }
-}
+use super::DirFd;
+use crate::sys::{Create, Stat};
 
 fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
     if rc < 0 {
@@ -32,29 +19,13 @@ fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-/// How to open the lock file.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Create {
-    /// Open an existing file for reading and writing, never truncate.
-    Existing,
-    /// Fail if it exists (soft markers).
-    New,
-    /// Open an existing file read-only (reading a marker).
-    ReadOnly,
-}
-
 /// Opens `name` in `dir` without following a symbolic link and without
 /// blocking on a FIFO.
-pub(crate) fn open_at(
-    dir: BorrowedFd<'_>,
-    name: &CStr,
-    how: Create,
-    mode: u32,
-) -> io::Result<File> {
+pub(crate) fn open_at(dir: &DirFd, name: &CStr, how: Create, mode: u32) -> io::Result<File> {
     let base = libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
     let flags = match how {
-        Create::Existing => base | libc::O_RDWR,
-        Create::New => base | libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
+        Create::Existing | Create::MarkerOpen => base | libc::O_RDWR,
+        Create::New | Create::Marker => base | libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
         Create::ReadOnly => base | libc::O_RDONLY,
     };
     loop {
@@ -76,7 +47,7 @@ pub(crate) fn open_at(
 /// to it appears all at once when [`link_at`] names it. Fails with
 /// `Unsupported` where the file system or the platform cannot do that.
 #[cfg(target_os = "linux")]
-pub(crate) fn open_unnamed_at(dir: BorrowedFd<'_>, mode: u32) -> io::Result<File> {
+pub(crate) fn open_unnamed_at(dir: &DirFd, mode: u32) -> io::Result<File> {
     let flags = libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC;
     loop {
         // SAFETY: valid dir fd and a NUL-terminated name ("." is the dir).
@@ -99,14 +70,14 @@ pub(crate) fn open_unnamed_at(dir: BorrowedFd<'_>, mode: u32) -> io::Result<File
 }
 
 #[cfg(not(target_os = "linux"))]
-pub(crate) fn open_unnamed_at(_: BorrowedFd<'_>, _: u32) -> io::Result<File> {
+pub(crate) fn open_unnamed_at(_: &DirFd, _: u32) -> io::Result<File> {
     Err(io::ErrorKind::Unsupported.into())
 }
 
 /// Gives a file from [`open_unnamed_at`] the name `name` in `dir`; fails
 /// with `AlreadyExists` if the name is taken, and never replaces anything.
 /// `Unsupported` without `/proc` (the unprivileged way to name an open file).
-pub(crate) fn link_at(file: &File, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+pub(crate) fn link_at(file: &File, dir: &DirFd, name: &CStr) -> io::Result<()> {
     let fd_path = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
         .expect("no NUL in a formatted path");
     // SAFETY: NUL-terminated paths and a valid dir fd.
@@ -146,7 +117,7 @@ fn to_stat(st: &libc::stat) -> Stat {
 }
 
 /// `lstat` of `name` in `dir`.
-pub(crate) fn lstat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Stat> {
+pub(crate) fn lstat_at(dir: &DirFd, name: &CStr) -> io::Result<Stat> {
     // SAFETY: stat is plain old data; all-zero is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: valid dir fd, NUL-terminated name, and a stat to fill.
@@ -193,12 +164,7 @@ fn fstat_raw(fd: libc::c_int, st: &mut libc::stat) -> io::Result<()> {
 }
 
 /// Renames within `dir`. With `noreplace` the target must not exist.
-pub(crate) fn rename_at(
-    dir: BorrowedFd<'_>,
-    from: &CStr,
-    to: &CStr,
-    noreplace: bool,
-) -> io::Result<()> {
+pub(crate) fn rename_at(dir: &DirFd, from: &CStr, to: &CStr, noreplace: bool) -> io::Result<()> {
     let fd = dir.as_raw_fd();
     #[cfg(target_os = "linux")]
     {
@@ -216,7 +182,7 @@ pub(crate) fn rename_at(
     }
 }
 
-pub(crate) fn unlink_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+pub(crate) fn unlink_at(dir: &DirFd, name: &CStr) -> io::Result<()> {
     // SAFETY: valid fd and NUL-terminated name.
     cvt(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) }).map(drop)
 }
@@ -228,8 +194,23 @@ pub(crate) fn fchmod(file: &File, mode: u32) -> io::Result<()> {
 
 /// A path that names the directory open as `dir`, wherever it lives now,
 /// for the calls that want a path (Linux `/proc`).
-pub(crate) fn proc_fd_path(dir: BorrowedFd<'_>) -> std::path::PathBuf {
+pub(super) fn proc_fd_path(dir: &DirFd) -> std::path::PathBuf {
     std::path::PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()))
+}
+
+/// The names in the directory open as `dir`.
+pub(crate) fn dir_names(dir: &DirFd) -> io::Result<Vec<OsString>> {
+    std::fs::read_dir(proc_fd_path(dir))?
+        .map(|entry| entry.map(|e| e.file_name()))
+        .collect()
+}
+
+/// `fstat` of the directory open as `dir`.
+pub(crate) fn dir_stat(dir: &DirFd) -> io::Result<Stat> {
+    // SAFETY: stat is plain old data; all-zero is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    fstat_raw(dir.as_raw_fd(), &mut st)?;
+    Ok(to_stat(&st))
 }
 
 /// A name for a file given by descriptor, for messages.

@@ -2,20 +2,11 @@
 
 use std::io;
 
+use crate::sys::{Meaning, OpenFailure};
+
 /// The errors of a file system without kernel locks.
 #[cfg(test)]
 pub(crate) const NO_LOCKS_ERRNOS: [i32; 3] = [libc::ENOLCK, libc::EOPNOTSUPP, libc::ENOSYS];
-
-/// What an OS error means for a lock, for the errors that say more than
-/// their text. The crate's `ErrorKind` is built from this, above `sys`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Meaning {
-    Refused,
-    BadPath,
-    NoLocks,
-    Deadlock,
-    Quota,
-}
 
 pub(crate) fn meaning(err: &io::Error) -> Option<Meaning> {
     Some(match err.raw_os_error()? {
@@ -47,15 +38,6 @@ pub(crate) fn is_refusal(err: &io::Error) -> bool {
         err.raw_os_error(),
         Some(libc::EACCES | libc::EPERM | libc::EROFS)
     )
-}
-
-/// Why opening a lock file failed, when the errno says more than its text.
-pub(crate) enum OpenFailure {
-    /// Whatever the OS says (no reader on a FIFO, ...), a device that
-    /// refuses to open cannot be a lock file.
-    NotAFile,
-    /// An explanation for the message.
-    Because(&'static str),
 }
 
 pub(crate) fn open_failure(err: &io::Error) -> Option<OpenFailure> {

@@ -1,72 +1,10 @@
-//! Process identity written into soft-lock markers, byte-compatible with
-//! py-filelock (`filelock/_identity.py`, 4.x), so a mixed Python/Rust fleet
-//! agrees on who is alive.
+//! What Unix tells of a process: whether it lives, when it started, the
+//! host's name and PID namespace.
 
-use std::fmt;
+#[cfg(target_os = "linux")]
 use std::sync::OnceLock;
 
-/// A process start token: on Linux `boot_id << 64 | starttime` (py-filelock
-/// writes it as one decimal integer of up to 192 bits).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct StartToken {
-    /// The boot id (zero when it could not be read).
-    pub high: u128,
-    /// Start time in clock ticks since boot.
-    pub low: u64,
-}
-
-impl StartToken {
-    /// Same process start, tolerating a missing boot id on either side the way
-    /// py-filelock's `_same_start` does.
-    pub(crate) fn same_start(self, other: StartToken) -> bool {
-        self == other || ((self.high == 0 || other.high == 0) && self.low == other.low)
-    }
-
-    /// Parses a decimal integer (no sign, no spaces) of up to 192 bits.
-    pub(crate) fn parse(s: &str) -> Option<StartToken> {
-        if s.is_empty() || s.len() > 60 || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        // Three 64-bit limbs, little-endian.
-        let mut limbs = [0u64; 3];
-        for b in s.bytes() {
-            let mut carry = u128::from(b - b'0');
-            for limb in limbs.iter_mut() {
-                let v = u128::from(*limb) * 10 + carry;
-                *limb = v as u64;
-                carry = v >> 64;
-            }
-            if carry != 0 {
-                return None;
-            }
-        }
-        Some(StartToken {
-            high: (u128::from(limbs[2]) << 64) | u128::from(limbs[1]),
-            low: limbs[0],
-        })
-    }
-}
-
-impl fmt::Display for StartToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut limbs = [self.low, self.high as u64, (self.high >> 64) as u64];
-        if limbs == [0, 0, 0] {
-            return f.write_str("0");
-        }
-        let mut digits = Vec::with_capacity(58);
-        while limbs != [0, 0, 0] {
-            let mut rem = 0u128;
-            for limb in limbs.iter_mut().rev() {
-                let v = (rem << 64) | u128::from(*limb);
-                *limb = (v / 10) as u64;
-                rem = v % 10;
-            }
-            digits.push(b'0' + rem as u8);
-        }
-        digits.reverse();
-        f.write_str(std::str::from_utf8(&digits).expect("ascii digits"))
-    }
-}
+use crate::sys::StartToken;
 
 /// Whether a process with this pid exists (EPERM counts as alive).
 pub(crate) fn pid_alive(pid: u32) -> bool {
@@ -139,36 +77,7 @@ pub(crate) fn process_start_token(_pid: u32) -> Option<StartToken> {
     None
 }
 
-/// The host name as py-filelock records it: printable ASCII kept, everything
-/// else escaped as `?hh`, the PID namespace appended when not the initial one,
-/// capped at 253 characters.
-pub(crate) fn host_name() -> &'static str {
-    static NAME: OnceLock<String> = OnceLock::new();
-    NAME.get_or_init(|| {
-        let raw = raw_hostname();
-        let mut name = String::new();
-        for b in raw {
-            if (0x21..0x7f).contains(&b) && b != b'?' {
-                name.push(b as char);
-            } else {
-                name.push_str(&format!("?{b:02x}"));
-            }
-        }
-        if let Some(ns) = pid_namespace() {
-            name.push_str(&format!("?pidns-{ns:x}"));
-        }
-        if name.len() > 253 {
-            name = truncate_with_digest(&name);
-        }
-        if name.is_empty() {
-            "?".to_owned()
-        } else {
-            name
-        }
-    })
-}
-
-fn raw_hostname() -> Vec<u8> {
+pub(in crate::sys) fn raw_hostname() -> Vec<u8> {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most buf.len() bytes.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
@@ -180,7 +89,7 @@ fn raw_hostname() -> Vec<u8> {
 }
 
 #[cfg(target_os = "linux")]
-fn pid_namespace() -> Option<u64> {
+pub(in crate::sys) fn pid_namespace() -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
     const INITIAL_PID_NAMESPACE: u64 = 0xEFFF_FFFC;
     let ino = std::fs::metadata("/proc/self/ns/pid").ok()?.ino();
@@ -188,53 +97,6 @@ fn pid_namespace() -> Option<u64> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn pid_namespace() -> Option<u64> {
+pub(in crate::sys) fn pid_namespace() -> Option<u64> {
     None
-}
-
-/// py-filelock keeps 244 characters and appends `-` and 8 hex digits of the
-/// SHA-256 of the rest. Host names that long do not occur in practice; we
-/// keep the cut (so two such hosts still compare unequal to short ones) and
-/// use a stable FNV digest, documented as a known divergence.
-fn truncate_with_digest(name: &str) -> String {
-    let keep = 253 - 8 - 1;
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name[keep..].bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-    }
-    format!("{}-{:08x}", &name[..keep], h as u32)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_round_trips_192_bits() {
-        let t = StartToken {
-            high: u128::MAX,
-            low: 12345,
-        };
-        assert_eq!(StartToken::parse(&t.to_string()), Some(t));
-        let small = StartToken { high: 0, low: 42 };
-        assert_eq!(small.to_string(), "42");
-        // boot id 1, starttime 7 == 2^64 + 7
-        let one = StartToken { high: 1, low: 7 };
-        assert_eq!(one.to_string(), "18446744073709551623");
-        assert_eq!(StartToken::parse("18446744073709551623"), Some(one));
-    }
-
-    #[test]
-    fn token_parse_rejects_garbage() {
-        for bad in ["", "-1", "1 2", "x", &"9".repeat(61)] {
-            assert_eq!(StartToken::parse(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn own_process_has_a_token_and_is_alive() {
-        assert!(pid_alive(std::process::id()));
-        #[cfg(target_os = "linux")]
-        assert!(process_start_token(std::process::id()).is_some());
-    }
 }

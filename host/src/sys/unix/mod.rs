@@ -1,4 +1,5 @@
-//! Unix: `flock` through fs4, an OFD record lock as turnstile, process identity.
+//! Unix: `*at` calls on a directory held open, an OFD record lock as
+//! turnstile, inotify, process identity.
 
 mod at;
 #[cfg(feature = "etcd")]
@@ -9,8 +10,8 @@ mod proc_locks;
 mod watch;
 
 pub(crate) use at::{
-    Create, Stat, fchmod, fd_path, fstat, link_at, lstat_at, open_at, open_unnamed_at,
-    proc_fd_path, random_hex, rename_at, unlink_at,
+    dir_names, dir_stat, fchmod, fd_path, fstat, link_at, lstat_at, open_at, open_unnamed_at,
+    random_hex, rename_at, unlink_at,
 };
 pub(crate) use watch::DirWatch;
 
@@ -21,52 +22,35 @@ pub(crate) use clock::since_boot;
 pub(crate) use errno::NO_LOCKS_ERRNOS;
 #[cfg(feature = "wasmtime")]
 pub(crate) use errno::is_not_permitted;
-pub(crate) use errno::{Meaning, OpenFailure, is_exists, is_refusal, meaning, open_failure};
+pub(crate) use errno::{is_exists, is_refusal, meaning, open_failure};
 
-pub(crate) use identity::{StartToken, host_name, pid_alive, process_start_token};
+pub(crate) use identity::{pid_alive, process_start_token};
+pub(super) use identity::{pid_namespace, raw_hostname};
 pub(crate) use proc_locks::flock_holders;
 
+use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io;
 #[cfg(target_os = "linux")]
 use std::os::fd::AsRawFd;
-
-use fs4::{FileExt, TryLockError};
+use std::os::fd::OwnedFd;
 
 use crate::Mode;
 
-/// One non-blocking `flock` attempt. `Ok(false)` means someone else holds it.
-pub(crate) fn flock_try(file: &File, mode: Mode) -> io::Result<bool> {
-    let result = match mode {
-        Mode::Exclusive => FileExt::try_lock(file),
-        Mode::Shared => FileExt::try_lock_shared(file),
-    };
-    match result {
-        Ok(()) => Ok(true),
-        Err(TryLockError::WouldBlock) => Ok(false),
-        Err(TryLockError::Error(e)) => Err(e),
-    }
+/// A directory held open, for the `*at` calls on names inside it.
+pub(crate) type DirFd = OwnedFd;
+
+/// One file name inside a [`DirFd`], as the `*at` calls take it.
+pub(crate) type Name = CString;
+
+/// `name` as a [`Name`]; `None` if it has a NUL byte (no file name has).
+pub(crate) fn name(name: &OsStr) -> Option<Name> {
+    CString::new(name.as_encoded_bytes()).ok()
 }
 
-/// Blocks in the kernel until the `flock` is granted.
-pub(crate) fn flock_wait(file: &File, mode: Mode) -> io::Result<()> {
-    retry_eintr(|| match mode {
-        Mode::Exclusive => FileExt::lock(file),
-        Mode::Shared => FileExt::lock_shared(file),
-    })
-}
-
-pub(crate) fn flock_release(file: &File) -> io::Result<()> {
-    retry_eintr(|| FileExt::unlock(file))
-}
-
-fn retry_eintr(mut f: impl FnMut() -> io::Result<()>) -> io::Result<()> {
-    loop {
-        match f() {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other,
-        }
-    }
+/// The directory a capability stands for, held open.
+pub(crate) fn dir_fd(dir: cap_std::fs::Dir) -> DirFd {
+    OwnedFd::from(dir.into_std_file())
 }
 
 /// The turnstile keeps a stream of readers from starving a writer across
@@ -185,6 +169,16 @@ impl Turnstile {
     pub(crate) fn usable(_: &File) -> bool {
         false
     }
+}
+
+/// Whether anyone holds a kernel lock on `file`, without touching it;
+/// `None` where the system cannot tell (no `/proc/locks`).
+pub(crate) fn lock_held(file: &File) -> io::Result<Option<bool>> {
+    if !cfg!(target_os = "linux") {
+        return Ok(None);
+    }
+    let st = fstat(file)?;
+    Ok(Some(!flock_holders(st.dev, st.ino).is_empty()))
 }
 
 /// This process's id.

@@ -1,7 +1,9 @@
 //! Waking on changes in a directory (inotify), for soft-lock waiters.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use super::DirFd;
 use std::time::Duration;
 
 /// Wakes when an entry of one directory is removed or renamed away. Where
@@ -12,14 +14,14 @@ pub(crate) struct DirWatch {
 }
 
 impl DirWatch {
-    pub(crate) fn new(dir: BorrowedFd<'_>) -> DirWatch {
+    pub(crate) fn new(dir: &DirFd) -> DirWatch {
         DirWatch {
             fd: Self::open(dir).ok(),
         }
     }
 
     #[cfg(target_os = "linux")]
-    fn open(dir: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    fn open(dir: &DirFd) -> io::Result<OwnedFd> {
         use std::os::fd::FromRawFd;
         // SAFETY: plain syscalls; the fd is owned immediately.
         let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
@@ -31,7 +33,7 @@ impl DirWatch {
         // inotify wants a path; the directory's /proc/self/fd entry names
         // exactly the directory we hold, wherever it lives now.
         let path = std::ffi::CString::new(
-            super::proc_fd_path(dir)
+            super::at::proc_fd_path(dir)
                 .into_os_string()
                 .into_encoded_bytes(),
         )
@@ -46,7 +48,7 @@ impl DirWatch {
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn open(_: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    fn open(_: &DirFd) -> io::Result<OwnedFd> {
         Err(io::Error::from(io::ErrorKind::Unsupported))
     }
 
