@@ -288,7 +288,9 @@ impl FileLock {
     /// # Errors
     ///
     /// [`ErrorKind::Unsupported`] for OS locks held elsewhere where the
-    /// platform cannot tell (no `/proc/locks`); I/O errors name the path.
+    /// platform cannot tell (Linux reads `/proc/locks`, Windows probes one
+    /// byte no holder's data uses; other Unixes cannot); I/O errors name
+    /// the path.
     pub fn is_locked(&self) -> Result<bool> {
         let Some(entry) = self.existing_entry()? else {
             return Ok(false);
