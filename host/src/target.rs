@@ -103,17 +103,21 @@ fn windows_meaning(part: &OsStr) -> Option<&'static str> {
         return Some("Windows drops trailing dots and spaces from names");
     }
     let stem = part.split('.').next().unwrap_or(part).trim_end_matches(' ');
-    let device = matches!(
-        stem.to_ascii_uppercase().as_str(),
-        "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$"
-    ) || {
-        let chars: Vec<char> = stem.chars().collect();
-        chars.len() == 4
-            && ["COM", "LPT"]
-                .iter()
-                .any(|p| String::from_iter(&chars[..3]).eq_ignore_ascii_case(p))
-            && (chars[3].is_ascii_digit() || "¹²³".contains(chars[3]))
+    let stem = stem.to_ascii_uppercase();
+    // `COM0`-`COM9`, `COM¹`-`COM³`, and the same for `LPT`.
+    let port = |n: &str| {
+        let mut digits = n.chars();
+        digits
+            .next()
+            .is_some_and(|d| d.is_ascii_digit() || "¹²³".contains(d))
+            && digits.next().is_none()
     };
+    let device = matches!(
+        stem.as_str(),
+        "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$"
+    ) || (stem.strip_prefix("COM"))
+        .or_else(|| stem.strip_prefix("LPT"))
+        .is_some_and(port);
     device.then_some("the name is a device on Windows")
 }
 

@@ -85,9 +85,6 @@ impl FileLock {
 
     pub(super) fn switch_to_soft(&self, inner: &mut Inner, why: &Error) {
         tracing::warn!(path = %self.path().display(), error = %why, "kernel locks unsupported here; falling back to a soft lock");
-        // Closed first: Windows keeps the name of a file deleted while it is
-        // open until it is closed, and the marker is to be made there.
-        inner.entry = None;
         // The empty file we just created would read as a live marker; only
         // ours goes; a file someone else made may be their marker.
         if let (Some(key), Some(parent), Source::Path(target)) =
@@ -98,6 +95,7 @@ impl FileLock {
         }
         inner.kind = Kind::Soft;
         self.fast.store(false, Ordering::Release);
+        inner.entry = None;
         self.verified.set(None);
     }
 

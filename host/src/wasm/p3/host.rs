@@ -33,9 +33,10 @@ async fn settled<T, R>(
     let earlier = store.with(|mut a| {
         let view = a.get();
         let earlier = view.ctx.releasing.earlier();
-        match earlier.is_empty() {
-            true => Ok(step.take().expect("not yet run")(view)),
-            false => Err(earlier),
+        if earlier.is_empty() {
+            Ok(step.take().expect("not yet run")(view))
+        } else {
+            Err(earlier)
         }
     });
     match earlier {
