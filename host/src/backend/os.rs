@@ -215,8 +215,8 @@ fn trustworthy(ctime_ns: i128) -> bool {
     ctime_ns % 1_000_000_000 != 0 && now - ctime_ns > SETTLED.as_nanos() as i128
 }
 
-// Linux has the only turnstile so far.
-#[cfg(all(test, target_os = "linux"))]
+// Linux and Windows have a turnstile.
+#[cfg(all(test, any(target_os = "linux", windows)))]
 mod tests {
     use super::*;
 

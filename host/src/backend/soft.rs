@@ -4,7 +4,7 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -35,9 +35,9 @@ pub(crate) struct SoftBackend {
     /// The marker we created, while we hold it. Keeping it open pins its
     /// inode number: no successor's marker can carry it while we check.
     mine: Mutex<Option<(File, (u64, u64))>>,
-    /// Set while a release goes ahead after `release_turn` waited
-    /// [`TURN_PATIENCE`] for the turn in vain (see `Turn`).
-    gave_up: Arc<AtomicBool>,
+    /// What `release_turn` got for the release under way (see `Turn`):
+    /// [`TURN_NONE`], [`TURN_OURS`] or [`TURN_GAVE_UP`].
+    turn: Arc<AtomicU8>,
     /// A malformed marker first seen at this instant, identified by inode and times.
     malformed: Mutex<Option<(Stat, Instant)>>,
     /// While a thread waits for this lock: setting a watch up is cheap, but
@@ -65,7 +65,7 @@ impl SoftBackend {
             // Like py-filelock: nobody but the owner's group may rewrite a marker.
             mode: mode.unwrap_or(0o664),
             mine: Mutex::new(None),
-            gave_up: Arc::default(),
+            turn: Arc::default(),
             malformed: Mutex::new(None),
             watch: Mutex::new(None),
             no_unnamed: AtomicBool::new(false),
@@ -95,7 +95,10 @@ impl SoftBackend {
     /// file that py-filelock — and so we — must take for a live holder.
     fn publish_whole(&self) -> io::Result<bool> {
         let dir = &*self.dir;
-        let mut file = sys::open_unnamed_at(dir, self.mode)?;
+        let mut file = match sys::open_unnamed_at(dir, &self.name, self.mode) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+            opened => opened?,
+        };
         file.write_all(&our_marker())?;
         let st = sys::fstat(&file)?;
         match sys::link_at(&file, dir, &self.name) {
@@ -290,8 +293,9 @@ impl SoftBackend {
         format!("{}.break.", self.name.to_string_lossy())
     }
 
-    /// Deletes markers that a breaker moved aside and died before deleting:
-    /// `{name}.break.{pid}.{32 hex}` whose breaker is not alive here, that
+    /// Deletes markers that a breaker moved aside and died before deleting,
+    /// or that a writer on Windows died before naming:
+    /// `{name}.break.{pid}.{32 hex}` whose process is not alive here, that
     /// have stayed there a while, and that hold a marker of a dead holder on
     /// this host or garbage — never a live holder's marker. They hold no
     /// lock, but nobody else would ever clean them up. At most once per
@@ -340,8 +344,11 @@ impl SoftBackend {
         settled
             && match content {
                 Content::Holder(m) => m.is_stale(),
-                Content::Malformed => true,
-                Content::Empty | Content::Sentinel => false,
+                // A private name holds no lock: an empty file there is a
+                // marker its dead writer never finished (Windows writes
+                // markers under these names first, see `sys::open_unnamed_at`).
+                Content::Malformed | Content::Empty => true,
+                Content::Sentinel => false,
             }
     }
 
@@ -352,11 +359,10 @@ impl SoftBackend {
     /// it would without turns. An error means no kernel locks here, and no
     /// turns to take.
     fn wait_turn(&self, pin: &File) {
-        if take_turn(pin) {
-            return;
-        }
-        // `release_turn` waited for it in vain just now: once is enough.
-        if self.gave_up.load(Ordering::Relaxed) {
+        // `release_turn` has it already, or waited for it in vain just now
+        // (once is enough). Taken again, it would be refused where locks
+        // are not counted per open file (Windows) and waited for in vain.
+        if self.turn.load(Ordering::Relaxed) != TURN_NONE || take_turn(pin) {
             return;
         }
         self.patiently(|| take_turn(pin));
@@ -394,22 +400,30 @@ fn take_turn(pin: &File) -> bool {
     !matches!(sys::flock_try(pin, Mode::Exclusive), Ok(false))
 }
 
+/// No release holds or gave up the turn.
+const TURN_NONE: u8 = 0;
+/// `release_turn` holds the turn for the release.
+const TURN_OURS: u8 = 1;
+/// A breaker kept the turn past our patience: the release goes ahead
+/// without it.
+const TURN_GAVE_UP: u8 = 2;
+
 /// A release's turn, taken before it (`release_turn`): given back after it,
-/// also where the release handed the marker to another holder here.
-enum Turn {
-    /// Ours, on a copy of the marker's descriptor.
-    Ours(File),
-    /// A breaker kept it past our patience: the release goes ahead without
-    /// it, and its `wait_turn` does not wait again while this is set.
-    GaveUp(Arc<AtomicBool>),
+/// also where the release handed the marker to another holder here. While
+/// it lives, the backend's `turn` says what it got, and the release's
+/// `wait_turn` neither takes nor waits for the turn again.
+struct Turn {
+    /// Ours, on a copy of the marker's descriptor; `None` if we gave up.
+    pin: Option<File>,
+    state: Arc<AtomicU8>,
 }
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        match self {
-            Turn::Ours(pin) => drop(sys::flock_release(pin)),
-            Turn::GaveUp(gave_up) => gave_up.store(false, Ordering::Relaxed),
+        if let Some(pin) = &self.pin {
+            drop(sys::flock_release(pin));
         }
+        self.state.store(TURN_NONE, Ordering::Relaxed);
     }
 }
 
@@ -461,9 +475,9 @@ impl Backend for SoftBackend {
     }
 
     fn release_turn(&self, wait: bool, gives_back: &dyn Fn() -> bool) -> Option<ReleaseTurn> {
-        // Taken on a copy of the marker's descriptor (the same open file, so
-        // the same turn: the release's own `wait_turn` then finds it ours),
-        // with `mine` unlocked meanwhile.
+        // Taken on a copy of the marker's descriptor (the same open file,
+        // so the same turn), with `mine` unlocked meanwhile; the release's
+        // own `wait_turn` learns from `turn` that it is ours.
         let pin = match self.mine.lock().unwrap().as_ref() {
             Some((pin, _)) => pin.try_clone(),
             None => return Some(ReleaseTurn::default()),
@@ -481,11 +495,16 @@ impl Backend for SoftBackend {
         } else {
             self.patiently(|| take_turn(&pin))
         };
-        if ours {
-            return Some(ReleaseTurn::holding(Turn::Ours(pin)));
-        }
-        self.gave_up.store(true, Ordering::Relaxed);
-        Some(ReleaseTurn::holding(Turn::GaveUp(self.gave_up.clone())))
+        let (pin, state) = if ours {
+            (Some(pin), TURN_OURS)
+        } else {
+            (None, TURN_GAVE_UP)
+        };
+        self.turn.store(state, Ordering::Relaxed);
+        Some(ReleaseTurn::holding(Turn {
+            pin,
+            state: self.turn.clone(),
+        }))
     }
 
     fn lost(&self) -> bool {

@@ -4,8 +4,6 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::IsTerminal;
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -94,7 +92,7 @@ pub(crate) struct ExecArgs {
 /// What to lock and what to run, from the positional arguments.
 enum Target {
     Path(PathBuf, Vec<OsString>),
-    Fd(RawFd),
+    Fd(i32),
 }
 
 /// How `exec` ended, if not with the command's own status.
@@ -131,8 +129,23 @@ fn exec(args: &ExecArgs) -> Result<u8, Exit> {
         let cluster = cluster.map_err(|e| Exit::new(status::USAGE, e))?;
         return exec_remote(args, &cluster);
     }
+    if args.no_fork && cfg!(windows) {
+        return Err(Exit::new(
+            status::USAGE,
+            "-F: Windows cannot run a command in place of a process",
+        ));
+    }
     match target(&args.args)? {
+        #[cfg(unix)]
         Target::Fd(fd) => lock_fd(args, fd),
+        #[cfg(windows)]
+        Target::Fd(fd) => Err(Exit::new(
+            status::USAGE,
+            format!(
+                "{fd}: file descriptor numbers are a Unix shell's; \
+                 on Windows give FILE COMMAND [ARG...] or FILE -c COMMAND"
+            ),
+        )),
         Target::Path(path, command) if args.soft => {
             let lock = FileLock::builder(&path)
                 .soft()
@@ -150,7 +163,7 @@ fn exec(args: &ExecArgs) -> Result<u8, Exit> {
                 // changes nothing; the command runs without a lock.
                 return run(args, &command, None);
             }
-            let fd = file.as_raw_fd();
+            let fd = sys::inheritable(&file);
             let lock = FileLock::from_file(file).map_err(|e| lock_error(args, &e))?;
             let guard = acquire(args, &lock)?;
             if args.close {
@@ -162,6 +175,8 @@ fn exec(args: &ExecArgs) -> Result<u8, Exit> {
             // flock(1): the lock lasts while the command, or anything it left
             // running with the descriptor, has it. So it is not released
             // here; exiting closes our descriptor and the kernel does the rest.
+            // (On Windows the lock is this process's alone: it ends with the
+            // command's run, when this process exits.)
             let code = run(args, &command, Some(fd))?;
             std::mem::forget(guard);
             std::process::exit(code.into());
@@ -215,7 +230,7 @@ fn target(args: &[OsString]) -> Result<Target, Exit> {
     if rest.is_empty() {
         let fd = first
             .to_str()
-            .and_then(|s| s.parse::<RawFd>().ok())
+            .and_then(|s| s.parse::<i32>().ok())
             .filter(|&fd| fd >= 0)
             .ok_or_else(|| {
                 usage(&format!(
@@ -235,10 +250,7 @@ fn target(args: &[OsString]) -> Result<Target, Exit> {
         let [_, line] = rest else {
             return Err(usage("-c requires exactly one command argument"));
         };
-        let shell = std::env::var_os("SHELL")
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "/bin/sh".into());
-        vec![shell, "-c".into(), line.clone()]
+        sys::shell_command(line)
     } else {
         rest.to_vec()
     };
@@ -341,7 +353,8 @@ fn lock_error(args: &ExecArgs, e: &wasmlock::Error) -> Exit {
 /// process, exactly as with flock(1). It is the kernel's lock alone: the
 /// engine would put its own state (the writers' turnstile) on that open
 /// file too, and a wait given up would leave it behind in the shell.
-fn lock_fd(args: &ExecArgs, fd: RawFd) -> Result<u8, Exit> {
+#[cfg(unix)]
+fn lock_fd(args: &ExecArgs, fd: i32) -> Result<u8, Exit> {
     if args.soft {
         return Err(Exit::new(
             status::USAGE,
@@ -385,7 +398,11 @@ fn lock_fd(args: &ExecArgs, fd: RawFd) -> Result<u8, Exit> {
 
 /// Runs the command and returns its status; `inherit` is a lock descriptor
 /// to pass on to it.
-fn run(args: &ExecArgs, command: &[OsString], inherit: Option<RawFd>) -> Result<u8, Exit> {
+fn run(
+    args: &ExecArgs,
+    command: &[OsString],
+    inherit: Option<sys::Inheritable>,
+) -> Result<u8, Exit> {
     let mut cmd = std::process::Command::new(&command[0]);
     cmd.args(&command[1..]);
     if let Some(fd) = inherit {
@@ -401,7 +418,7 @@ fn run(args: &ExecArgs, command: &[OsString], inherit: Option<RawFd>) -> Result<
         )
     };
     if args.no_fork {
-        return Err(failed(cmd.exec()));
+        return Err(failed(sys::exec(&mut cmd)));
     }
     let exit = cmd.status().map_err(failed)?;
     Ok(sys::exit_status(Ok(exit)))

@@ -94,7 +94,10 @@ pub(crate) fn run_holding(
         if keep_running {
             eprintln!("wasmlock: lost the lock on {lock}; the command keeps running");
         } else {
-            eprintln!("wasmlock: lost the lock on {lock}; stopping the command (SIGTERM)");
+            eprintln!(
+                "wasmlock: lost the lock on {lock}; stopping the command ({})",
+                sys::TERMINATE
+            );
             sys::terminate(pid);
         }
         let _ = done_rx.await;

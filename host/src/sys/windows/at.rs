@@ -5,17 +5,28 @@
 use std::ffi::{OsString, c_void};
 use std::fs::File;
 use std::io;
+use std::os::windows::ffi::OsStrExt;
 use std::os::windows::io::AsRawHandle;
 
 use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
 use cap_std::fs::{OpenOptions, OpenOptionsExt};
-use windows_sys::Win32::Foundation::HANDLE;
-use windows_sys::Win32::Storage::FileSystem::{
-    BY_HANDLE_FILE_INFORMATION, FILE_ATTRIBUTE_DEVICE, FILE_ATTRIBUTE_DIRECTORY,
-    FILE_ATTRIBUTE_REPARSE_POINT, FILE_BASIC_INFO, FILE_FLAG_BACKUP_SEMANTICS,
-    FILE_FLAG_OPEN_REPARSE_POINT, FILE_READ_ATTRIBUTES, FILE_SHARE_DELETE, FILE_SHARE_READ,
-    FILE_SHARE_WRITE, FileBasicInfo, GetFileInformationByHandle, GetFileInformationByHandleEx,
+use windows_sys::Wdk::Storage::FileSystem::{
+    FILE_RENAME_INFORMATION, FileRenameInformation, NtSetInformationFile,
 };
+use windows_sys::Win32::Foundation::{
+    ERROR_INVALID_PARAMETER, ERROR_NOT_SUPPORTED, GENERIC_READ, GENERIC_WRITE, HANDLE,
+    RtlNtStatusToDosError,
+};
+use windows_sys::Win32::Storage::FileSystem::{
+    BY_HANDLE_FILE_INFORMATION, DELETE, FILE_ATTRIBUTE_DEVICE, FILE_ATTRIBUTE_DIRECTORY,
+    FILE_ATTRIBUTE_REPARSE_POINT, FILE_BASIC_INFO, FILE_DISPOSITION_FLAG_DELETE,
+    FILE_DISPOSITION_FLAG_IGNORE_READONLY_ATTRIBUTE, FILE_DISPOSITION_FLAG_POSIX_SEMANTICS,
+    FILE_DISPOSITION_INFO, FILE_DISPOSITION_INFO_EX, FILE_FLAG_BACKUP_SEMANTICS,
+    FILE_FLAG_OPEN_REPARSE_POINT, FILE_READ_ATTRIBUTES, FILE_SHARE_DELETE, FILE_SHARE_READ,
+    FILE_SHARE_WRITE, FileBasicInfo, FileDispositionInfo, FileDispositionInfoEx,
+    GetFileInformationByHandle, GetFileInformationByHandleEx, SetFileInformationByHandle,
+};
+use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 
 use super::{DirFd, Name};
 use crate::sys::{Create, Stat};
@@ -62,14 +73,89 @@ pub(crate) fn open_at(dir: &DirFd, name: &Name, how: Create, _mode: u32) -> io::
     Ok(dir.open_with(name.as_os_str(), &opts)?.into_std())
 }
 
-/// Unnamed files do not exist on Windows: markers are created, then written.
-pub(crate) fn open_unnamed_at(_: &DirFd, _: u32) -> io::Result<File> {
-    Err(io::ErrorKind::Unsupported.into())
+/// Windows has no unnamed files: the file is made under a private name
+/// beside `name` (`{name}.break.{pid}.{32 hex}`, the names breakers use for
+/// markers they move aside, which the sweep for stranded files knows), to
+/// be written and then renamed to `name` by [`link_at`]. A process killed
+/// before that leaves only the private name, never a half-written `name`.
+/// `AlreadyExists` if `name` is taken already: a waiter that tries again
+/// and again makes no private files meanwhile, so one killed while waiting
+/// most likely leaves none (and the sweep takes any it does).
+pub(crate) fn open_unnamed_at(dir: &DirFd, name: &Name, _mode: u32) -> io::Result<File> {
+    match lstat_at(dir, name) {
+        Ok(_) => return Err(io::ErrorKind::AlreadyExists.into()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let private = Name(OsString::from(format!(
+        "{}.break.{}.{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        random_hex()
+    )));
+    let mut opts = OpenOptions::new();
+    opts.read(true)
+        .write(true)
+        .create_new(true)
+        .access_mode(GENERIC_READ | GENERIC_WRITE | DELETE)
+        .share_mode(SHARE_ALL)
+        .custom_flags(FILE_FLAG_OPEN_REPARSE_POINT)
+        .follow(FollowSymlinks::No);
+    Ok(dir.open_with(private.as_os_str(), &opts)?.into_std())
 }
 
-/// See [`open_unnamed_at`].
-pub(crate) fn link_at(_: &File, _: &DirFd, _: &Name) -> io::Result<()> {
-    Err(io::ErrorKind::Unsupported.into())
+/// Gives a file from [`open_unnamed_at`] the name `name` in `dir`: a rename
+/// of the open file relative to `dir`'s handle that never replaces anything
+/// (`AlreadyExists` if the name is taken; the file is deleted then). Through
+/// `NtSetInformationFile`: the Win32 wrapper takes the name for a path of
+/// the current directory.
+pub(crate) fn link_at(file: &File, dir: &DirFd, name: &Name) -> io::Result<()> {
+    let wide: Vec<u16> = name.as_os_str().encode_wide().collect();
+    let header = std::mem::offset_of!(FILE_RENAME_INFORMATION, FileName);
+    let bytes = header + (wide.len() + 1) * 2;
+    // u64 units: the structure holds a handle, so it is 8-aligned.
+    let mut buf = vec![0u64; bytes.div_ceil(8)];
+    let info = buf.as_mut_ptr().cast::<FILE_RENAME_INFORMATION>();
+    // SAFETY: `buf` is zeroed, 8-aligned and `bytes` long: the header and
+    // the name with a NUL after it fit.
+    unsafe {
+        (*info).Anonymous.ReplaceIfExists = false;
+        (*info).RootDirectory = dir.as_raw_handle() as HANDLE;
+        (*info).FileNameLength = (wide.len() * 2) as u32;
+        std::ptr::copy_nonoverlapping(
+            wide.as_ptr(),
+            std::ptr::addr_of_mut!((*info).FileName).cast::<u16>(),
+            wide.len(),
+        );
+    }
+    // SAFETY: plain old data; all-zero is a valid value.
+    let mut status: IO_STATUS_BLOCK = unsafe { std::mem::zeroed() };
+    // SAFETY: a handle opened with DELETE access, a status block and the
+    // structure above.
+    let rc = unsafe {
+        NtSetInformationFile(
+            file.as_raw_handle() as HANDLE,
+            &mut status,
+            info.cast::<c_void>(),
+            bytes as u32,
+            FileRenameInformation,
+        )
+    };
+    if rc >= 0 {
+        return Ok(());
+    }
+    // SAFETY: maps a status code; no memory is involved.
+    let err = io::Error::from_raw_os_error(unsafe { RtlNtStatusToDosError(rc) } as i32);
+    // Nobody else knows the private name: it goes with our handle.
+    let _ = set_delete(file);
+    // A file system that cannot rename by handle (some network
+    // redirectors): markers are created, then written.
+    match err.raw_os_error().map(|e| e as u32) {
+        Some(ERROR_INVALID_PARAMETER | ERROR_NOT_SUPPORTED) => {
+            Err(io::Error::new(io::ErrorKind::Unsupported, err))
+        }
+        _ => Err(err),
+    }
 }
 
 /// 100-nanosecond ticks since 1601 to nanoseconds since 1970.
@@ -146,14 +232,63 @@ pub(crate) fn dir_names(dir: &DirFd) -> io::Result<Vec<OsString>> {
 pub(crate) fn rename_at(dir: &DirFd, from: &Name, to: &Name, noreplace: bool) -> io::Result<()> {
     if noreplace {
         dir.hard_link(from.as_os_str(), dir, to.as_os_str())?;
-        dir.remove_file(from.as_os_str())
+        unlink_at(dir, from)
     } else {
         dir.rename(from.as_os_str(), dir, to.as_os_str())
     }
 }
 
+/// Removes `name` from `dir` (a link itself, not what it points to), by a
+/// handle opened relative to `dir`. With POSIX semantics, where the file
+/// system has them (NTFS since Windows 10 1709), the name goes at once even
+/// while others have the file open; elsewhere it stays, pending deletion,
+/// until they close it, and creating a file under it is refused meanwhile.
 pub(crate) fn unlink_at(dir: &DirFd, name: &Name) -> io::Result<()> {
-    dir.remove_file(name.as_os_str())
+    let mut opts = OpenOptions::new();
+    opts.access_mode(DELETE)
+        .share_mode(SHARE_ALL)
+        .custom_flags(FILE_FLAG_OPEN_REPARSE_POINT | FILE_FLAG_BACKUP_SEMANTICS)
+        .follow(FollowSymlinks::No);
+    let file = dir.open_with(name.as_os_str(), &opts)?.into_std();
+    set_delete(&file)
+}
+
+/// Deletes the file open as `file` (opened with DELETE access): at once
+/// with POSIX semantics, else once every handle on it is closed.
+fn set_delete(file: &File) -> io::Result<()> {
+    let h = file.as_raw_handle() as HANDLE;
+    let posix = FILE_DISPOSITION_INFO_EX {
+        Flags: FILE_DISPOSITION_FLAG_DELETE
+            | FILE_DISPOSITION_FLAG_POSIX_SEMANTICS
+            | FILE_DISPOSITION_FLAG_IGNORE_READONLY_ATTRIBUTE,
+    };
+    // SAFETY: a handle opened with DELETE access and a structure of the
+    // size given.
+    let done = unsafe {
+        SetFileInformationByHandle(
+            h,
+            FileDispositionInfoEx,
+            (&posix as *const FILE_DISPOSITION_INFO_EX).cast::<c_void>(),
+            std::mem::size_of::<FILE_DISPOSITION_INFO_EX>() as u32,
+        )
+    };
+    if done != 0 {
+        return Ok(());
+    }
+    let legacy = FILE_DISPOSITION_INFO { DeleteFile: true };
+    // SAFETY: as above.
+    let done = unsafe {
+        SetFileInformationByHandle(
+            h,
+            FileDispositionInfo,
+            (&legacy as *const FILE_DISPOSITION_INFO).cast::<c_void>(),
+            std::mem::size_of::<FILE_DISPOSITION_INFO>() as u32,
+        )
+    };
+    if done == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Unix permission bits mean nothing here.

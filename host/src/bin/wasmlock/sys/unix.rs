@@ -1,5 +1,6 @@
-//! The few system calls the command-line tool makes itself.
+//! Unix: descriptors the shell opened, `flock(2)` with an alarm, signals.
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
@@ -9,6 +10,30 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::status;
+
+/// A descriptor the command inherits: the lock's open file.
+pub(crate) type Inheritable = RawFd;
+
+/// What `file` gives the command to inherit.
+pub(crate) fn inheritable(file: &File) -> Inheritable {
+    file.as_raw_fd()
+}
+
+/// How the command is stopped when the lock is lost, for messages.
+pub(crate) const TERMINATE: &str = "SIGTERM";
+
+/// `-c LINE` as a command: the user's shell, as flock(1) runs it.
+pub(crate) fn shell_command(line: &OsString) -> Vec<OsString> {
+    let shell = std::env::var_os("SHELL")
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "/bin/sh".into());
+    vec![shell, "-c".into(), line.clone()]
+}
+
+/// Runs `cmd` in place of this process; returns only its failure.
+pub(crate) fn exec(cmd: &mut Command) -> io::Error {
+    cmd.exec()
+}
 
 /// A descriptor of our own for `fd`, which the shell opened for us; an
 /// error if `fd` is not open.
