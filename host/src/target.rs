@@ -146,14 +146,9 @@ impl Target {
         rel: &Path,
     ) -> std::result::Result<Target, Refusal> {
         let (parent, name) = split(rel)?;
-        if rel.is_absolute() {
-            return Err((
-                ErrorKind::PermissionDenied,
-                "absolute paths are outside the lock directory",
-            ));
-        }
         // Paths that mean something else elsewhere are refused rather than
-        // taken literally: a guest may have been written for Windows.
+        // taken literally: a guest may have been written for Windows. This
+        // comes first, so that `C:\x` gets the same answer on every system.
         let bytes = rel.as_os_str().as_encoded_bytes();
         if bytes.contains(&b'\\') {
             return Err((
@@ -165,6 +160,13 @@ impl Target {
             && letter.is_ascii_alphabetic()
         {
             return Err((ErrorKind::InvalidPath, "drive letters name nothing here"));
+        }
+        // `/x` is rooted on Windows too (at the current drive).
+        if rel.is_absolute() || rel.has_root() {
+            return Err((
+                ErrorKind::PermissionDenied,
+                "absolute paths are outside the lock directory",
+            ));
         }
         if std::str::from_utf8(bytes).is_err() {
             return Err((ErrorKind::InvalidPath, "the path is not valid UTF-8"));

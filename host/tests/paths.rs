@@ -2,6 +2,7 @@
 
 mod common;
 
+#[cfg(unix)]
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -17,10 +18,12 @@ fn child_entry() {
 /// A temporary directory an unprivileged child can enter.
 fn tmp() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
+    #[cfg(unix)]
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     d
 }
 
+#[cfg(unix)]
 fn kind_of(path: impl AsRef<Path>) -> ErrorKind {
     match FileLock::new(path).and_then(|l| l.try_lock().map(drop)) {
         Ok(()) => panic!("expected an error"),
@@ -28,6 +31,8 @@ fn kind_of(path: impl AsRef<Path>) -> ErrorKind {
     }
 }
 
+// Symbolic links need a privilege on Windows.
+#[cfg(unix)]
 #[test]
 fn invalid_paths_are_refused_with_the_path_named() {
     let dir = tmp();
@@ -57,6 +62,8 @@ fn invalid_paths_are_refused_with_the_path_named() {
     assert!(dir.path().join("adir").is_dir());
 }
 
+// FIFOs and device nodes are Unix files.
+#[cfg(unix)]
 #[test]
 fn fifos_and_devices_are_refused_at_once_without_hanging() {
     let dir = tmp();
@@ -72,6 +79,8 @@ fn fifos_and_devices_are_refused_at_once_without_hanging() {
     assert!(t.elapsed() < std::time::Duration::from_secs(2));
 }
 
+// Unix permission bits.
+#[cfg(unix)]
 #[test]
 fn read_only_directory_and_file_give_permission_denied_at_once() {
     let dir = tmp();
@@ -115,6 +124,9 @@ fn missing_parent_directories_are_created() {
     assert!(dir.path().join("granted/p/q/r.lock").is_file());
 }
 
+// Symbolic links need a privilege on Windows; its own ways out are in
+// `windows_ways_out_are_refused_and_nothing_is_created`.
+#[cfg(unix)]
 #[test]
 fn the_sandbox_refuses_every_way_out_and_creates_nothing_outside() {
     let outer = tmp();
@@ -179,6 +191,8 @@ fn the_sandbox_refuses_every_way_out_and_creates_nothing_outside() {
     assert!(root.join("inside/ok.lock").is_file());
 }
 
+// Unix permission bits.
+#[cfg(unix)]
 #[test]
 fn a_read_only_granted_directory_cannot_create_lock_files() {
     let dir = tmp();
@@ -203,6 +217,8 @@ fn the_lock_file_is_kept_after_release_and_never_written() {
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "user data");
 }
 
+// Unix permission bits.
+#[cfg(unix)]
 #[test]
 fn a_contender_never_touches_the_holders_file() {
     let dir = tmp();
@@ -229,6 +245,8 @@ fn a_contender_never_touches_the_holders_file() {
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "holder's bytes");
 }
 
+// The umask is a Unix thing.
+#[cfg(unix)]
 #[test]
 fn without_an_explicit_mode_the_umask_decides() {
     let dir = tmp();
@@ -238,4 +256,81 @@ fn without_an_explicit_mode_the_umask_decides() {
     std::fs::File::create(&plain).unwrap(); // 0o666 & !umask, like ours
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&ours), mode(&plain));
+}
+
+/// Windows' own ways out of a granted directory and its special names:
+/// refused on every system, so a path means the same everywhere (under
+/// wine these are what Windows itself would read). Nothing is created,
+/// inside or out.
+#[test]
+fn windows_ways_out_are_refused_and_nothing_is_created() {
+    let outer = tmp();
+    let root = outer.path().join("root");
+    std::fs::create_dir_all(root.join("inside")).unwrap();
+    std::fs::create_dir(outer.path().join("outside")).unwrap();
+    let locks = LockDir::open_ambient(&root).unwrap();
+    // The drive the sandbox is on, where there is one.
+    let drive = std::path::absolute(&root)
+        .unwrap()
+        .to_string_lossy()
+        .get(..2)
+        .filter(|d| d.ends_with(':'))
+        .unwrap_or("C:")
+        .to_owned();
+    let refused = [
+        "..\\escape.lock".to_owned(),
+        "inside\\..\\..\\escape.lock".into(),
+        "\\escape.lock".into(),
+        format!("{drive}\\escape.lock"),
+        format!("{drive}escape.lock"),
+        format!("{drive}/escape.lock"),
+        "\\\\localhost\\C$\\escape.lock".into(),
+        "\\\\?\\C:\\escape.lock".into(),
+        "\\\\.\\NUL".into(),
+        "CON".into(),
+        "nul.lock".into(),
+        "inside/aux.txt".into(),
+        "COM1".into(),
+        "lpt1/x.lock".into(),
+        "conin$".into(),
+        "x.lock:stream".into(),
+        "x.lock::$DATA".into(),
+        "x.lock.".into(),
+        "x.lock ".into(),
+        "inside./x.lock".into(),
+    ];
+    for rel in &refused {
+        for kind in [wasmlock::Kind::Os, wasmlock::Kind::Soft] {
+            let e = locks
+                .builder(rel)
+                .kind(kind)
+                .build()
+                .and_then(|l| l.try_lock().map(drop))
+                .expect_err(rel);
+            assert_eq!(e.kind(), ErrorKind::InvalidPath, "{rel:?} ({kind:?}): {e}");
+        }
+    }
+    let names = |dir: &Path| -> Vec<_> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect()
+    };
+    // Rooted at the drive: outside, wherever the sandbox is.
+    let e = locks.file_lock("/escape.lock").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    assert!(names(&outer.path().join("outside")).is_empty());
+    assert_eq!(names(&root), ["inside"]);
+    assert!(names(&root.join("inside")).is_empty());
+    assert!(!outer.path().join("escape.lock").exists());
+    // A name that only looks like one of them is an ordinary file.
+    drop(locks.file_lock("console.lock").unwrap().lock().unwrap());
+    drop(
+        locks
+            .file_lock("inside/com10.lock")
+            .unwrap()
+            .lock()
+            .unwrap(),
+    );
+    assert!(root.join("console.lock").is_file());
 }

@@ -6,13 +6,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use super::Backend;
-use crate::sys::{self, Turnstile};
+use crate::sys::{self, KernelWait, Turnstile};
 use crate::{Error, ErrorKind, Holder, Mode, Result};
 
 pub(crate) struct OsBackend {
     file: File,
     path: PathBuf,
     turnstile: bool,
+    /// The waiting thread's kernel wait, which `interrupt` calls off where
+    /// the system can (Windows).
+    waiting: KernelWait,
 }
 
 impl OsBackend {
@@ -22,6 +25,7 @@ impl OsBackend {
             file,
             path,
             turnstile,
+            waiting: KernelWait::new(),
         }
     }
 
@@ -62,25 +66,37 @@ impl Backend for OsBackend {
         sys::flock_try(&self.file, mode).map_err(|e| self.err(e))
     }
 
-    fn acquire_blocking(&self, mode: Mode, _wanted: &dyn Fn() -> bool) -> Result<bool> {
-        // A kernel wait cannot be called off; if nobody wants the lock once it
-        // arrives, the manager gives it straight back.
-        if self.turnstile {
-            Turnstile::enter(&self.file, mode).map_err(|e| self.err(e))?;
+    fn acquire_blocking(&self, mode: Mode, wanted: &dyn Fn() -> bool) -> Result<bool> {
+        // Where a kernel wait cannot be called off (Unix), a lock that
+        // arrives for nobody is given straight back by the manager.
+        self.waiting.reset();
+        if !wanted() {
+            return Ok(false);
         }
-        let got = sys::flock_wait(&self.file, mode);
+        if self.turnstile
+            && !self
+                .waiting
+                .run(|| Turnstile::enter(&self.file, mode))
+                .map_err(|e| self.err(e))?
+        {
+            return Ok(false);
+        }
+        let got = self.waiting.run(|| sys::flock_wait(&self.file, mode));
         if self.turnstile
             && let Err(e) = self.leave_turnstile()
         {
             // Nobody will record a lock reported as failed: give it back
             // rather than hold it until the process exits.
-            if got.is_ok() {
+            if matches!(got, Ok(true)) {
                 let _ = sys::flock_release(&self.file);
             }
             return Err(self.err(e));
         }
-        got.map_err(|e| self.err(e))?;
-        Ok(true)
+        got.map_err(|e| self.err(e))
+    }
+
+    fn interrupt(&self) {
+        self.waiting.cancel();
     }
 
     fn release(&self, _mode: Mode) -> Result<()> {
@@ -224,15 +240,7 @@ mod tests {
     fn a_failed_turnstile_exit_does_not_keep_the_lock() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.lock");
-        let open = || {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .unwrap()
-        };
+        let open = || open_rw(&path);
         let backend = OsBackend::new(open(), path.clone());
         assert!(backend.turnstile, "the test needs a turnstile");
         INJECT_LEAVE_FAILURE.with(|e| e.set(true));
@@ -246,5 +254,51 @@ mod tests {
             sys::flock_try(&other, Mode::Exclusive).unwrap(),
             "the flock stayed held after a reported failure"
         );
+    }
+
+    #[cfg(windows)]
+    #[test]
+    #[ignore = "wine 8 does not cancel a blocked LockFileEx; run on Windows with --ignored"]
+    fn an_interrupted_kernel_wait_ends_while_the_holder_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.lock");
+        let open = || open_rw(&path);
+        let holder = open();
+        assert!(sys::flock_try(&holder, Mode::Exclusive).unwrap());
+        let waiter = std::sync::Arc::new(OsBackend::new(open(), path.clone()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn({
+            let waiter = waiter.clone();
+            move || {
+                tx.send(
+                    waiter
+                        .acquire_blocking(Mode::Exclusive, &|| true)
+                        .map_err(drop),
+                )
+            }
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_millis(300)).is_err(),
+            "it waits"
+        );
+        waiter.interrupt();
+        let ended = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the wait was not called off");
+        assert_eq!(ended, Ok(false));
+        // Called off, not granted: the holder still holds, and the waiter
+        // left the turnstile open for readers.
+        assert!(!sys::flock_try(&open(), Mode::Exclusive).unwrap());
+        assert!(Turnstile::is_open(&open()).unwrap());
+    }
+
+    fn open_rw(path: &Path) -> File {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .unwrap()
     }
 }

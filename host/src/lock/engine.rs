@@ -242,7 +242,7 @@ impl FileLock {
                 }
                 Ok(Attempt::Untried) => return Ok(Begin::Wait(entry.clone())),
                 Err(e) if self.fallback_applies(&e, inner) => {
-                    self.switch_to_soft(inner, &e);
+                    self.switch_to_soft(inner, e)?;
                     continue;
                 }
                 Err(e) => return Err(e),

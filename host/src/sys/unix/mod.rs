@@ -171,6 +171,25 @@ impl Turnstile {
     }
 }
 
+/// A blocking kernel wait. A `flock` wait cannot be called off here: a
+/// waiter nobody wants any more gets the lock and gives it straight back.
+pub(crate) struct KernelWait;
+
+impl KernelWait {
+    pub(crate) fn new() -> KernelWait {
+        KernelWait
+    }
+
+    /// Runs `wait`; `Ok(true)` when it finished (it is never called off).
+    pub(crate) fn run(&self, wait: impl FnOnce() -> io::Result<()>) -> io::Result<bool> {
+        wait().map(|()| true)
+    }
+
+    pub(crate) fn cancel(&self) {}
+
+    pub(crate) fn reset(&self) {}
+}
+
 /// Whether anyone holds a kernel lock on `file`, without touching it;
 /// `None` where the system cannot tell (no `/proc/locks`).
 pub(crate) fn lock_held(file: &File) -> io::Result<Option<bool>> {

@@ -54,14 +54,14 @@ impl DirWatch {
 
     /// Forgets the changes seen so far: a wait after this wakes only for
     /// what happens from now on.
-    pub(crate) fn clear(&self) {
+    pub(crate) fn clear(&mut self) {
         if let Some(fd) = &self.fd {
             Self::drain(fd);
         }
     }
 
     /// Waits for a change or for `timeout`, whichever comes first.
-    pub(crate) fn wait(&self, timeout: Duration) {
+    pub(crate) fn wait(&mut self, timeout: Duration) {
         let Some(fd) = &self.fd else {
             std::thread::sleep(timeout);
             return;

@@ -8,6 +8,7 @@ mod byte_lock;
 mod clock;
 mod errno;
 mod identity;
+mod kernel_wait;
 mod watch;
 
 pub(crate) use at::{
@@ -24,6 +25,7 @@ pub(crate) use errno::is_not_permitted;
 pub(crate) use errno::{is_exists, is_refusal, meaning, open_failure};
 pub(crate) use identity::{pid_alive, process_start_token};
 pub(super) use identity::{pid_namespace, raw_hostname};
+pub(crate) use kernel_wait::KernelWait;
 pub(crate) use watch::DirWatch;
 
 use std::borrow::Cow;

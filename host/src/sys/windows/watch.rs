@@ -1,24 +1,177 @@
-//! Waking on changes in a directory, for soft-lock waiters.
+//! Waking on changes in a directory (`ReadDirectoryChangesW`), for
+//! soft-lock waiters.
 
+use std::io;
+use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
 use std::time::Duration;
+
+use windows_sys::Win32::Foundation::{HANDLE, INVALID_HANDLE_VALUE, WAIT_OBJECT_0};
+use windows_sys::Win32::Storage::FileSystem::{
+    FILE_FLAG_BACKUP_SEMANTICS, FILE_FLAG_OVERLAPPED, FILE_LIST_DIRECTORY,
+    FILE_NOTIFY_CHANGE_FILE_NAME, FILE_SHARE_DELETE, FILE_SHARE_READ, FILE_SHARE_WRITE, ReOpenFile,
+    ReadDirectoryChangesW,
+};
+use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
+use windows_sys::Win32::System::Threading::{CreateEventW, ResetEvent, WaitForSingleObject};
 
 use super::DirFd;
 
-/// Wakes a soft-lock waiter. Not yet backed by change notifications on
-/// Windows: only the timeout of [`DirWatch::wait`] wakes it, the polling
-/// fallback the Unix engine has for network file systems.
-pub(crate) struct DirWatch;
+/// Wakes when an entry of one directory is created, removed or renamed.
+/// Where the directory cannot be watched (some network redirectors), only
+/// the timeout of [`DirWatch::wait`] wakes the waiter: the polling
+/// fallback.
+pub(crate) struct DirWatch {
+    watch: Option<Watch>,
+}
+
+/// A read of changes kept pending on the directory: the system gathers the
+/// changes between two reads, so none is missed while a waiter looks.
+struct Watch {
+    dir: OwnedHandle,
+    event: OwnedHandle,
+    /// Where the pending read writes: boxed, so it stays put while the
+    /// read is pending, until `Drop` has cancelled it.
+    io: Box<Pending>,
+}
+
+struct Pending {
+    overlapped: OVERLAPPED,
+    /// The changes themselves are not read, only that there were some.
+    buf: [u32; 256],
+}
+
+// SAFETY: the handles and the buffer belong to the watch alone; the system
+// writes the buffer only while a read is pending, and `Drop` waits for the
+// cancelled read before the buffer goes.
+unsafe impl Send for Watch {}
 
 impl DirWatch {
-    pub(crate) fn new(_dir: &DirFd) -> DirWatch {
-        DirWatch
+    pub(crate) fn new(dir: &DirFd) -> DirWatch {
+        DirWatch {
+            watch: Watch::open(dir).ok(),
+        }
     }
 
-    /// Forgets the changes seen so far.
-    pub(crate) fn clear(&self) {}
+    /// Forgets the changes seen so far: a wait after this wakes only for
+    /// what happens from now on.
+    pub(crate) fn clear(&mut self) {
+        if let Some(w) = &mut self.watch {
+            // Changes gathered since the last read come in batches; a
+            // bound, should the directory never stop changing.
+            for _ in 0..64 {
+                if !w.wait(0) {
+                    break;
+                }
+            }
+        }
+    }
 
-    /// Waits for `timeout`.
-    pub(crate) fn wait(&self, timeout: Duration) {
-        std::thread::sleep(timeout);
+    /// Waits for a change or for `timeout`, whichever comes first.
+    pub(crate) fn wait(&mut self, timeout: Duration) {
+        match &mut self.watch {
+            Some(w) => drop(w.wait(timeout.as_millis().min(u128::from(u32::MAX - 1)) as u32)),
+            None => std::thread::sleep(timeout),
+        }
+    }
+}
+
+impl Watch {
+    fn open(dir: &DirFd) -> io::Result<Watch> {
+        // A handle of our own on the same directory (not a path: the
+        // directory may have moved), for overlapped reads.
+        // SAFETY: reopens a valid handle; the result is owned at once.
+        let h = unsafe {
+            ReOpenFile(
+                dir.as_raw_handle() as HANDLE,
+                FILE_LIST_DIRECTORY,
+                FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE,
+                FILE_FLAG_BACKUP_SEMANTICS | FILE_FLAG_OVERLAPPED,
+            )
+        };
+        if h == INVALID_HANDLE_VALUE || h.is_null() {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh handle nothing else owns.
+        let dir = unsafe { OwnedHandle::from_raw_handle(h as _) };
+        // A manual-reset event, not signalled.
+        // SAFETY: no name and no security attributes.
+        let event = unsafe { CreateEventW(std::ptr::null(), 1, 0, std::ptr::null()) };
+        if event.is_null() {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: as above.
+        let event = unsafe { OwnedHandle::from_raw_handle(event as _) };
+        let mut io = Box::new(Pending {
+            // SAFETY: plain old data; all-zero is a valid value.
+            overlapped: unsafe { std::mem::zeroed() },
+            buf: [0; 256],
+        });
+        io.overlapped.hEvent = event.as_raw_handle() as HANDLE;
+        let mut watch = Watch { dir, event, io };
+        watch.read()?;
+        Ok(watch)
+    }
+
+    /// Starts the next pending read.
+    fn read(&mut self) -> io::Result<()> {
+        let io = &mut *self.io;
+        // SAFETY: a directory handle opened for overlapped listing, a
+        // buffer and an OVERLAPPED that outlive the read (see `Pending`).
+        let ok = unsafe {
+            ReadDirectoryChangesW(
+                self.dir.as_raw_handle() as HANDLE,
+                io.buf.as_mut_ptr().cast(),
+                std::mem::size_of_val(&io.buf) as u32,
+                0,
+                FILE_NOTIFY_CHANGE_FILE_NAME,
+                std::ptr::null_mut(),
+                &mut io.overlapped,
+                None,
+            )
+        };
+        if ok == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Waits up to `ms` for the pending read to complete; if it did, starts
+    /// the next one (the changes only say "look again") and says so.
+    fn wait(&mut self, ms: u32) -> bool {
+        let event = self.event.as_raw_handle() as HANDLE;
+        // SAFETY: a valid event handle.
+        if unsafe { WaitForSingleObject(event, ms) } != WAIT_OBJECT_0 {
+            return false;
+        }
+        let mut n = 0;
+        // SAFETY: the read `self.io` describes, which the event says is
+        // done: the system no longer writes `io`. The event is reset before
+        // the next read starts, which sets it again when it completes.
+        unsafe {
+            GetOverlappedResult(
+                self.dir.as_raw_handle() as HANDLE,
+                &self.io.overlapped,
+                &mut n,
+                0,
+            );
+            ResetEvent(event);
+        }
+        // A failed restart leaves the event unsignalled: the waiter falls
+        // back to its timeouts.
+        let _ = self.read();
+        true
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let dir = self.dir.as_raw_handle() as HANDLE;
+        let mut n = 0;
+        // SAFETY: cancels our own pending read, then waits for it to end,
+        // so the system is done with `io` before it is freed.
+        unsafe {
+            CancelIoEx(dir, &self.io.overlapped);
+            GetOverlappedResult(dir, &self.io.overlapped, &mut n, 1);
+        }
     }
 }
