@@ -185,7 +185,7 @@ fn a_breaker_that_dies_mid_break_holds_others_off_only_until_it_dies() {
     plant_stale_marker(&path, &our_host(&dir.path().join("probe.lock")));
     // A breaker between judging the marker and moving it holds a kernel lock
     // on it; that is where this one dies.
-    let mut breaker = Child::spawn(&["hold-flock", p(&path)]);
+    let mut breaker = Child::spawn(&["hold-turn", p(&path)]);
     breaker.expect("LOCKED", LONG);
     let lock = FileLock::builder(&path).soft().build().unwrap();
     assert_eq!(

@@ -316,7 +316,7 @@ fn a_release_waiting_for_a_breakers_turn_does_not_hold_up_attempts() {
     let lock = Arc::new(soft(&path));
     let guard = lock.lock_owned().unwrap();
     let breaker = std::fs::File::open(&path).unwrap();
-    fs4::FileExt::lock(&breaker).unwrap();
+    take_marker_turn(&breaker);
     let released = Arc::new(AtomicBool::new(false));
     let releasing = std::thread::spawn({
         let released = released.clone();
@@ -333,7 +333,7 @@ fn a_release_waiting_for_a_breakers_turn_does_not_hold_up_attempts() {
         !released.load(Ordering::SeqCst) && path.exists(),
         "the attempt waited for the release"
     );
-    fs4::FileExt::unlock(&breaker).unwrap();
+    give_back_marker_turn(&breaker);
     releasing.join().unwrap();
     // Where a file system keeps a deleted name while the file is open
     // (wine; FAT), it goes with the breaker's handle.
@@ -366,13 +366,13 @@ fn a_hand_off_in_this_process_does_not_wait_for_a_breakers_turn() {
     // this a release that gives the lock back, which does wait).
     std::thread::sleep(Duration::from_millis(200));
     let breaker = std::fs::File::open(&path).unwrap();
-    fs4::FileExt::lock(&breaker).unwrap();
+    take_marker_turn(&breaker);
     let releasing = std::thread::spawn(move || drop(guard));
     // Well inside the second (`TURN_PATIENCE`) a release would wait.
     got.recv_timeout(Duration::from_millis(700))
         .expect("the hand-off waited for the breaker's turn");
     releasing.join().unwrap();
-    fs4::FileExt::unlock(&breaker).unwrap();
+    give_back_marker_turn(&breaker);
     drop(breaker);
     drop(waiter.join().unwrap());
     assert!(!path.exists());

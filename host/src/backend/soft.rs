@@ -4,7 +4,7 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -35,9 +35,8 @@ pub(crate) struct SoftBackend {
     /// The marker we created, while we hold it. Keeping it open pins its
     /// inode number: no successor's marker can carry it while we check.
     mine: Mutex<Option<(File, (u64, u64))>>,
-    /// What `release_turn` got for the release under way (see `Turn`):
-    /// [`TURN_NONE`], [`TURN_OURS`] or [`TURN_GAVE_UP`].
-    turn: Arc<AtomicU8>,
+    /// The [`Turn`] of the release under way, by its number; 0 for none.
+    turn: Arc<AtomicU64>,
     /// A malformed marker first seen at this instant, identified by inode and times.
     malformed: Mutex<Option<(Stat, Instant)>>,
     /// While a thread waits for this lock: setting a watch up is cheap, but
@@ -99,8 +98,16 @@ impl SoftBackend {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
             opened => opened?,
         };
-        file.write_all(&our_marker())?;
-        let st = sys::fstat(&file)?;
+        let written = file
+            .write_all(&our_marker())
+            .and_then(|()| sys::fstat(&file));
+        let st = match written {
+            Ok(st) => st,
+            Err(e) => {
+                sys::discard_unnamed(&file);
+                return Err(e);
+            }
+        };
         match sys::link_at(&file, dir, &self.name) {
             Ok(()) => {
                 *self.mine.lock().unwrap() = Some((file, st.key()));
@@ -233,7 +240,7 @@ impl SoftBackend {
     /// marker shares a kernel; a holder takes the same lock to release.
     fn take_over(&self, judged: Stat, content: &Content, pin: File) -> Result<bool> {
         let dir = &*self.dir;
-        match sys::flock_try(&pin, Mode::Exclusive) {
+        match sys::marker_turn_try(&pin) {
             // Another process is breaking or releasing it right now.
             Ok(false) => return Ok(false),
             Ok(true) => {}
@@ -242,9 +249,8 @@ impl SoftBackend {
             Err(_) => {}
         }
         match sys::lstat_at(dir, &self.name) {
-            // The same file, unchanged. (Windows keeps a file deleted while
-            // open, as `pin` is, under its name: a marker made there
-            // meanwhile is that file, written again.)
+            // The same file (`pin` keeps its number from being reused),
+            // not written since it was judged.
             Ok(now) if now.key() == judged.key() && now.mtime_ns == judged.mtime_ns => {}
             // Broken, released or rewritten meanwhile: look again.
             Ok(_) => return Ok(true),
@@ -294,7 +300,8 @@ impl SoftBackend {
     }
 
     /// Deletes markers that a breaker moved aside and died before deleting,
-    /// or that a writer on Windows died before naming:
+    /// or that a writer on Windows died before naming (run after a break,
+    /// the one moment stranded files are known to be likely):
     /// `{name}.break.{pid}.{32 hex}` whose process is not alive here, that
     /// have stayed there a while, and that hold a marker of a dead holder on
     /// this host or garbage — never a live holder's marker. They hold no
@@ -362,7 +369,7 @@ impl SoftBackend {
         // `release_turn` has it already, or waited for it in vain just now
         // (once is enough). Taken again, it would be refused where locks
         // are not counted per open file (Windows) and waited for in vain.
-        if self.turn.load(Ordering::Relaxed) != TURN_NONE || take_turn(pin) {
+        if self.turn.load(Ordering::Relaxed) != 0 || take_turn(pin) {
             return;
         }
         self.patiently(|| take_turn(pin));
@@ -397,33 +404,43 @@ impl SoftBackend {
 /// Takes the turn on our marker unless a breaker has it. (No kernel locks
 /// here: no turns to take, and none to wait for.)
 fn take_turn(pin: &File) -> bool {
-    !matches!(sys::flock_try(pin, Mode::Exclusive), Ok(false))
+    !matches!(sys::marker_turn_try(pin), Ok(false))
 }
-
-/// No release holds or gave up the turn.
-const TURN_NONE: u8 = 0;
-/// `release_turn` holds the turn for the release.
-const TURN_OURS: u8 = 1;
-/// A breaker kept the turn past our patience: the release goes ahead
-/// without it.
-const TURN_GAVE_UP: u8 = 2;
 
 /// A release's turn, taken before it (`release_turn`): given back after it,
 /// also where the release handed the marker to another holder here. While
-/// it lives, the backend's `turn` says what it got, and the release's
+/// it lives, the backend's `turn` holds its number, and the release's
 /// `wait_turn` neither takes nor waits for the turn again.
 struct Turn {
-    /// Ours, on a copy of the marker's descriptor; `None` if we gave up.
+    /// Ours, on a copy of the marker's descriptor; `None` if a breaker
+    /// kept it past our patience and the release goes ahead without it.
     pin: Option<File>,
-    state: Arc<AtomicU8>,
+    /// Unique in the process: the release of a holder this one handed the
+    /// marker to may take its own turn before this one is dropped, and this
+    /// drop must not clear that one's number.
+    number: u64,
+    state: Arc<AtomicU64>,
+}
+
+impl Turn {
+    fn new(pin: Option<File>, state: Arc<AtomicU64>) -> Turn {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let number = NEXT.fetch_add(1, Ordering::Relaxed);
+        state.store(number, Ordering::Relaxed);
+        Turn { pin, number, state }
+    }
 }
 
 impl Drop for Turn {
     fn drop(&mut self) {
+        // Cleared first: once the kernel turn is given back, the next
+        // release may take it and record its own number.
+        let _ = self
+            .state
+            .compare_exchange(self.number, 0, Ordering::Relaxed, Ordering::Relaxed);
         if let Some(pin) = &self.pin {
-            drop(sys::flock_release(pin));
+            drop(sys::marker_turn_release(pin));
         }
-        self.state.store(TURN_NONE, Ordering::Relaxed);
     }
 }
 
@@ -495,16 +512,8 @@ impl Backend for SoftBackend {
         } else {
             self.patiently(|| take_turn(&pin))
         };
-        let (pin, state) = if ours {
-            (Some(pin), TURN_OURS)
-        } else {
-            (None, TURN_GAVE_UP)
-        };
-        self.turn.store(state, Ordering::Relaxed);
-        Some(ReleaseTurn::holding(Turn {
-            pin,
-            state: self.turn.clone(),
-        }))
+        let pin = ours.then_some(pin);
+        Some(ReleaseTurn::holding(Turn::new(pin, self.turn.clone())))
     }
 
     fn lost(&self) -> bool {
@@ -667,7 +676,7 @@ mod tests {
         let (judged, content, pin) = soft.read().unwrap().unwrap();
         // Another breaker is between its checks and its rename.
         let other = File::open(dir.path().join("t.lock")).unwrap();
-        assert!(sys::flock_try(&other, Mode::Exclusive).unwrap());
+        assert!(sys::marker_turn_try(&other).unwrap());
         assert!(
             !soft
                 .take_over(judged, &content, pin.try_clone().unwrap())
@@ -678,6 +687,38 @@ mod tests {
         drop(other);
         assert!(soft.take_over(judged, &content, pin).unwrap());
         assert!(!dir.path().join("t.lock").exists());
+    }
+
+    /// A name near the file-name limit leaves no room for a private name
+    /// beside it (where Windows writes a marker first): the lock still
+    /// works, its markers created, then written.
+    #[test]
+    fn a_lock_whose_name_is_near_the_limit_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = format!("{}.lock", "n".repeat(245));
+        let soft = backend(dir.path(), &name);
+        assert!(soft.try_acquire(Mode::Exclusive).unwrap());
+        let other = backend(dir.path(), &name);
+        assert!(!other.try_acquire(Mode::Exclusive).unwrap(), "taken");
+        soft.release(Mode::Exclusive).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        assert!(other.try_acquire(Mode::Exclusive).unwrap());
+        other.release(Mode::Exclusive).unwrap();
+    }
+
+    /// Windows' byte-range locks are mandatory: a turn that covered the
+    /// marker's bytes would fail every look at the marker by others while
+    /// a break or a release lasts. (Where locks are advisory this holds by
+    /// construction, so it runs on Windows only.)
+    #[cfg(windows)]
+    #[test]
+    fn a_marker_can_be_read_while_its_turn_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let soft = with_stale_marker(dir.path(), "r.lock");
+        let other = File::open(dir.path().join("r.lock")).unwrap();
+        assert!(sys::marker_turn_try(&other).unwrap());
+        let (_, content, _) = soft.read().unwrap().unwrap();
+        assert!(matches!(content, Content::Holder(_)), "{content:?}");
     }
 
     /// Linux makes unnamed files (`O_TMPFILE`); elsewhere markers are

@@ -91,8 +91,10 @@ impl FileLock {
         self.fast.store(false, Ordering::Release);
         self.verified.set(None);
         // Only ours goes; a file someone else made may be their marker.
+        // `created` is kept until its file is gone: a failed switch is tried
+        // again, and that try must still know the file is ours.
         if let (Some(key), Some(parent), Source::Path(target)) =
-            (inner.created.take(), inner.parent.clone(), &self.source)
+            (inner.created, inner.parent.clone(), &self.source)
             && sys::lstat_at(&parent, &target.cname).is_ok_and(|st| st.key() == key)
             && let Err(e) = sys::unlink_at(&parent, &target.cname)
             && e.kind() != std::io::ErrorKind::NotFound
@@ -102,6 +104,7 @@ impl FileLock {
                  removed to make way for a soft lock: {e}"
             )));
         }
+        inner.created = None;
         tracing::warn!(path = %self.path().display(), error = %why, "kernel locks unsupported here; falling back to a soft lock");
         inner.kind = Kind::Soft;
         Ok(())

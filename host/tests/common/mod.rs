@@ -216,11 +216,11 @@ pub fn child_main() {
 
 fn run_role(words: &[&str]) {
     match words {
-        // A raw kernel lock on any file (as a breaker holds the marker it
-        // is breaking), until killed or told.
-        ["hold-flock", path] => {
+        // A soft marker's turn, as a breaker holds it on the marker it is
+        // breaking, until killed or told.
+        ["hold-turn", path] => {
             let f = std::fs::File::open(path).unwrap();
-            fs4::FileExt::lock(&f).unwrap();
+            take_marker_turn(&f);
             println!("LOCKED");
             let _ = wait_line();
         }
@@ -520,6 +520,50 @@ pub fn read_counter(counter: &Path) -> u64 {
         .trim()
         .parse()
         .unwrap()
+}
+
+/// Takes a soft marker's turn through `file`, waiting for it, as breakers
+/// and releasers take it: the whole-file `flock` on Unix; on Windows the
+/// marker's byte 2^64-1 (`LockFileEx` locks are mandatory, and a lock of
+/// the marker's bytes would fail every read of it).
+pub fn take_marker_turn(file: &std::fs::File) {
+    marker_turn(file, true);
+}
+
+/// Gives back a turn [`take_marker_turn`] took.
+pub fn give_back_marker_turn(file: &std::fs::File) {
+    marker_turn(file, false);
+}
+
+#[cfg(unix)]
+fn marker_turn(file: &std::fs::File, take: bool) {
+    if take {
+        fs4::FileExt::lock(file).unwrap();
+    } else {
+        fs4::FileExt::unlock(file).unwrap();
+    }
+}
+
+#[cfg(windows)]
+fn marker_turn(file: &std::fs::File, take: bool) {
+    use std::os::windows::io::AsRawHandle;
+    use windows_sys::Win32::Storage::FileSystem::{
+        LOCKFILE_EXCLUSIVE_LOCK, LockFileEx, UnlockFileEx,
+    };
+    // SAFETY: plain old data; all-zero is a valid value.
+    let mut o: windows_sys::Win32::System::IO::OVERLAPPED = unsafe { std::mem::zeroed() };
+    o.Anonymous.Anonymous.Offset = u32::MAX;
+    o.Anonymous.Anonymous.OffsetHigh = u32::MAX;
+    let h = file.as_raw_handle() as _;
+    // SAFETY: a valid handle and an OVERLAPPED naming one byte.
+    let ok = unsafe {
+        if take {
+            LockFileEx(h, LOCKFILE_EXCLUSIVE_LOCK, 0, 1, 0, &mut o)
+        } else {
+            UnlockFileEx(h, 0, 1, 0, &mut o)
+        }
+    };
+    assert_ne!(ok, 0, "{}", std::io::Error::last_os_error());
 }
 
 /// Whether the process `pid` runs.

@@ -33,6 +33,22 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A directory for a member's data, in memory where there is a tmpfs:
+/// etcd syncs every write to disk, and on a disk busy writing back (CI
+/// builds gigabytes just before) a sync can stall a member for long enough
+/// to cost it its leadership and its clients their keep-alives — failures
+/// the tests make on purpose, where they want them, and must not get by
+/// chance elsewhere.
+fn data_dir() -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir()
+        && let Ok(dir) = tempfile::tempdir_in(shm)
+    {
+        return dir;
+    }
+    tempfile::tempdir().unwrap()
+}
+
 impl Etcd {
     /// A fresh single-member cluster, ready; `None` where etcd is missing
     /// and we do not run in CI (there it fails instead).
@@ -71,7 +87,7 @@ impl Etcd {
             .iter()
             .enumerate()
             .map(|(i, &(client, peer))| {
-                let dir = tempfile::tempdir().unwrap();
+                let dir = data_dir();
                 let url = format!("http://127.0.0.1:{client}");
                 let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
                 let child = Command::new("etcd")

@@ -133,6 +133,14 @@ fn child_entry() {
             let log = std::path::Path::new(dir).join(format!("log-{}", std::process::id()));
             let log = std::fs::File::create(log).unwrap();
             writeln!(&log, "{} talks to {url}", unix_time()).unwrap();
+            // Into the log too: the test's own output is what CI keeps, and
+            // a child's stderr is only mixed into it.
+            let panics = log.try_clone().unwrap();
+            let report = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                let _ = writeln!(&panics, "{} PANIC {info}", unix_time());
+                report(info);
+            }));
             tracing_subscriber::fmt()
                 .with_max_level(tracing::Level::DEBUG)
                 .with_ansi(false)

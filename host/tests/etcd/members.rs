@@ -69,11 +69,22 @@ fn clients_of_lagging_members_never_hold_at_once_and_fences_grow() {
         struct Done<'a>(&'a AtomicBool, &'a [Etcd], &'a std::path::Path);
         impl Drop for Done<'_> {
             fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
                 if std::thread::panicking() {
+                    for m in self.1 {
+                        // R, S: running or sleeping; T: stopped; Z: dead.
+                        let stat = std::fs::read_to_string(format!("/proc/{}/stat", m.pid()));
+                        let state = stat.ok().and_then(|s| {
+                            let (_, after) = s.rsplit_once(") ")?;
+                            after.split(' ').next().map(str::to_owned)
+                        });
+                        eprintln!("{} {} state {state:?}", unix_time(), m.url);
+                    }
+                    let count = std::fs::read_to_string(self.2.join("counter"));
+                    eprintln!("counter at {count:?}");
                     eprintln!("{}", self.1[0].state("lagging/"));
                     print_lease_logs(self.2);
                 }
-                self.0.store(true, Ordering::Relaxed);
             }
         }
         let finished = Done(&done, &members, dir.path());
@@ -138,13 +149,13 @@ fn a_client_given_every_member_goes_on_when_one_dies() {
 }
 
 /// The lines of the children's logs in `dir` that tell of their leases
-/// and keep-alives.
+/// and keep-alives, their warnings, and how they failed.
 fn print_lease_logs(dir: &std::path::Path) {
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if let Some(pid) = name.strip_prefix("log-") {
             let log = std::fs::read_to_string(entry.path()).unwrap_or_default();
-            let told = ["talks to", "etcd lease", "keep-alive"];
+            let told = ["talks to", "etcd lease", "keep-alive", " WARN ", "PANIC"];
             let leases = log.lines().filter(|l| told.iter().any(|w| l.contains(w)));
             for line in leases {
                 eprintln!("child {pid}: {line}");

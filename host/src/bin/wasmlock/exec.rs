@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::process::ExitCode;
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -91,7 +91,8 @@ pub(crate) struct ExecArgs {
 
 /// What to lock and what to run, from the positional arguments.
 enum Target {
-    Path(PathBuf, Vec<OsString>),
+    /// Boxed: a `Command` is large beside a descriptor number.
+    Path(PathBuf, Box<Command>),
     Fd(i32),
 }
 
@@ -152,7 +153,7 @@ fn exec(args: &ExecArgs) -> Result<u8, Exit> {
                 .build()
                 .map_err(|e| lock_error(args, &e))?;
             let guard = acquire(args, &lock)?;
-            let code = run(args, &command, None);
+            let code = run(args, *command, None);
             drop(guard);
             code
         }
@@ -161,13 +162,13 @@ fn exec(args: &ExecArgs) -> Result<u8, Exit> {
             if args.unlock {
                 // As flock(1): unlocking a file this process just opened
                 // changes nothing; the command runs without a lock.
-                return run(args, &command, None);
+                return run(args, *command, None);
             }
             let fd = sys::inheritable(&file);
             let lock = FileLock::from_file(file).map_err(|e| lock_error(args, &e))?;
             let guard = acquire(args, &lock)?;
             if args.close {
-                let code = run(args, &command, None);
+                let code = run(args, *command, None);
                 drop(guard);
                 return code;
             }
@@ -177,7 +178,7 @@ fn exec(args: &ExecArgs) -> Result<u8, Exit> {
             // here; exiting closes our descriptor and the kernel does the rest.
             // (On Windows the lock is this process's alone: it ends with the
             // command's run, when this process exits.)
-            let code = run(args, &command, Some(fd))?;
+            let code = run(args, *command, Some(fd))?;
             std::mem::forget(guard);
             std::process::exit(code.into());
         }
@@ -201,7 +202,7 @@ fn exec_remote(args: &ExecArgs, cluster: &Cluster) -> Result<u8, Exit> {
         .ok_or_else(|| usage("an etcd lock name is UTF-8"))?;
     let lock = cluster.lock(name).map_err(|e| lock_error(args, &e))?;
     let guard = acquire(args, &lock)?;
-    let code = remote::run_holding(&guard, &command, args.keep_running, args.verbose)
+    let code = remote::run_holding(&guard, *command, args.keep_running, args.verbose)
         .map_err(|(status, message)| Exit::new(status, message));
     if let Err(e) = guard.unlock()
         && code.is_ok()
@@ -252,9 +253,11 @@ fn target(args: &[OsString]) -> Result<Target, Exit> {
         };
         sys::shell_command(line)
     } else {
-        rest.to_vec()
+        let mut command = Command::new(&rest[0]);
+        command.args(&rest[1..]);
+        command
     };
-    Ok(Target::Path(PathBuf::from(first), command))
+    Ok(Target::Path(PathBuf::from(first), Box::new(command)))
 }
 
 /// Opens FILE as flock(1) does: created if missing (through a dangling
@@ -398,23 +401,18 @@ fn lock_fd(args: &ExecArgs, fd: i32) -> Result<u8, Exit> {
 
 /// Runs the command and returns its status; `inherit` is a lock descriptor
 /// to pass on to it.
-fn run(
-    args: &ExecArgs,
-    command: &[OsString],
-    inherit: Option<sys::Inheritable>,
-) -> Result<u8, Exit> {
-    let mut cmd = std::process::Command::new(&command[0]);
-    cmd.args(&command[1..]);
+fn run(args: &ExecArgs, mut cmd: Command, inherit: Option<sys::Inheritable>) -> Result<u8, Exit> {
     if let Some(fd) = inherit {
         sys::pass_on(&mut cmd, fd);
     }
+    let program = cmd.get_program().to_string_lossy().into_owned();
     if args.verbose {
-        println!("wasmlock: executing {}", command[0].to_string_lossy());
+        println!("wasmlock: executing {program}");
     }
     let failed = |e: std::io::Error| {
         Exit::new(
             status::UNAVAILABLE,
-            format!("failed to execute {}: {e}", command[0].to_string_lossy()),
+            format!("failed to execute {program}: {e}"),
         )
     };
     if args.no_fork {

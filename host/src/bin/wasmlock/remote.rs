@@ -1,7 +1,6 @@
 //! `--etcd`: the subcommands on a lock in an etcd cluster instead of a file.
 
-use std::ffi::OsString;
-use std::process::ExitCode;
+use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use clap::Args;
@@ -54,22 +53,21 @@ pub(crate) fn failure_status(e: &wasmlock::Error) -> Option<u8> {
 /// (unless `keep_running`) and the status is [`status::TEMPFAIL`].
 pub(crate) fn run_holding(
     guard: &LockGuard<'_>,
-    command: &[OsString],
+    mut cmd: Command,
     keep_running: bool,
     verbose: bool,
 ) -> Result<u8, (u8, String)> {
-    let mut cmd = std::process::Command::new(&command[0]);
-    cmd.args(&command[1..]);
     if let Some(fence) = guard.fence() {
         cmd.env("WASMLOCK_FENCE", fence.to_string());
     }
+    let program = cmd.get_program().to_string_lossy().into_owned();
     if verbose {
-        println!("wasmlock: executing {}", command[0].to_string_lossy());
+        println!("wasmlock: executing {program}");
     }
     let mut child = cmd.spawn().map_err(|e| {
         (
             status::UNAVAILABLE,
-            format!("failed to execute {}: {e}", command[0].to_string_lossy()),
+            format!("failed to execute {program}: {e}"),
         )
     })?;
     let pid = child.id();

@@ -76,6 +76,10 @@ pub(crate) fn open_unnamed_at(_: &DirFd, _: &CStr, _: u32) -> io::Result<File> {
     Err(io::ErrorKind::Unsupported.into())
 }
 
+/// Lets go of a file from [`open_unnamed_at`] that will not be named
+/// after all: nothing to do, a file without a name goes when it is closed.
+pub(crate) fn discard_unnamed(_: &File) {}
+
 /// Gives a file from [`open_unnamed_at`] the name `name` in `dir`; fails
 /// with `AlreadyExists` if the name is taken, and never replaces anything.
 /// `Unsupported` without `/proc` (the unprivileged way to name an open file).

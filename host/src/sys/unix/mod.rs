@@ -10,8 +10,8 @@ mod proc_locks;
 mod watch;
 
 pub(crate) use at::{
-    dir_names, dir_stat, fchmod, fd_path, fstat, link_at, lstat_at, open_at, open_unnamed_at,
-    random_hex, rename_at, unlink_at,
+    dir_names, dir_stat, discard_unnamed, fchmod, fd_path, fstat, link_at, lstat_at, open_at,
+    open_unnamed_at, random_hex, rename_at, unlink_at,
 };
 pub(crate) use watch::DirWatch;
 
@@ -51,6 +51,18 @@ pub(crate) fn name(name: &OsStr) -> Option<Name> {
 /// The directory a capability stands for, held open.
 pub(crate) fn dir_fd(dir: cap_std::fs::Dir) -> DirFd {
     OwnedFd::from(dir.into_std_file())
+}
+
+/// Takes a soft-lock marker's turn (see `SoftBackend::take_over`) unless
+/// someone has it: the whole-file `flock`, which keeps no one from reading
+/// the marker. `Ok(false)`: someone has it.
+pub(crate) fn marker_turn_try(file: &File) -> io::Result<bool> {
+    super::flock_try(file, Mode::Exclusive)
+}
+
+/// Gives back a turn [`marker_turn_try`] took.
+pub(crate) fn marker_turn_release(file: &File) -> io::Result<()> {
+    super::flock_release(file)
 }
 
 /// The turnstile keeps a stream of readers from starving a writer across

@@ -93,6 +93,14 @@ pub(crate) fn open_unnamed_at(dir: &DirFd, name: &Name, _mode: u32) -> io::Resul
         std::process::id(),
         random_hex()
     )));
+    // A name near the limit leaves no room for the private one: markers
+    // under it are created, then written.
+    if private.as_os_str().encode_wide().count() > MAX_COMPONENT {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the lock's name leaves no room for a private name beside it",
+        ));
+    }
     let mut opts = OpenOptions::new();
     opts.read(true)
         .write(true)
@@ -102,6 +110,15 @@ pub(crate) fn open_unnamed_at(dir: &DirFd, name: &Name, _mode: u32) -> io::Resul
         .custom_flags(FILE_FLAG_OPEN_REPARSE_POINT)
         .follow(FollowSymlinks::No);
     Ok(dir.open_with(private.as_os_str(), &opts)?.into_std())
+}
+
+/// The longest file name NTFS, ReFS and FAT take, in UTF-16 units.
+const MAX_COMPONENT: usize = 255;
+
+/// Deletes a file from [`open_unnamed_at`] that will not be named after
+/// all (writing it failed): nobody else knows its private name.
+pub(crate) fn discard_unnamed(file: &File) {
+    let _ = set_delete(file);
 }
 
 /// Gives a file from [`open_unnamed_at`] the name `name` in `dir`: a rename

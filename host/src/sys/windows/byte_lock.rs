@@ -1,7 +1,7 @@
 //! Locks on single bytes past fs4's range: fs4 locks every byte of a file
 //! but the very last (offset 2^64-1), so that byte is the writers'
-//! turnstile, and the one before it, which every hold covers, answers
-//! whether the lock is held.
+//! turnstile (and, on a soft-lock marker, the breakers' turn), and the one
+//! before it, which every hold covers, answers whether the lock is held.
 
 use std::fs::File;
 use std::io;
@@ -81,6 +81,19 @@ fn free_for(file: &File, offset: u64, mode: Mode) -> io::Result<bool> {
 /// too.
 pub(crate) fn lock_held(file: &File) -> io::Result<Option<bool>> {
     free_for(file, LAST_HELD, Mode::Exclusive).map(|free| Some(!free))
+}
+
+/// Takes a soft-lock marker's turn (see `SoftBackend::take_over`) unless
+/// someone has it. Not fs4's whole-file lock: `LockFileEx` locks are
+/// mandatory, and that one would fail every read of the marker by others
+/// while a turn lasts. `Ok(false)`: someone has it.
+pub(crate) fn marker_turn_try(file: &File) -> io::Result<bool> {
+    lock(file, TURNSTILE, Mode::Exclusive, false)
+}
+
+/// Gives back a turn [`marker_turn_try`] took.
+pub(crate) fn marker_turn_release(file: &File) -> io::Result<()> {
+    unlock(file, TURNSTILE)
 }
 
 /// The turnstile keeps a stream of readers from starving a writer across

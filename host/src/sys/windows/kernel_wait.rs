@@ -4,8 +4,8 @@
 
 use std::io;
 use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 use windows_sys::Win32::Foundation::{
     DUPLICATE_SAME_ACCESS, DuplicateHandle, ERROR_NOT_FOUND, ERROR_OPERATION_ABORTED, HANDLE,
@@ -16,7 +16,7 @@ use windows_sys::Win32::System::Threading::{GetCurrentProcess, GetCurrentThread}
 /// The thread in a wait, if one is, and whether the wait was called off.
 #[derive(Default)]
 pub(crate) struct KernelWait {
-    thread: Mutex<Option<Arc<OwnedHandle>>>,
+    thread: Mutex<Option<OwnedHandle>>,
     cancelled: AtomicBool,
 }
 
@@ -33,7 +33,7 @@ impl KernelWait {
             // Not cancellable, but the wait itself still works.
             return wait().map(|()| true);
         };
-        *self.thread.lock().unwrap() = Some(Arc::new(me));
+        *self.thread.lock().unwrap() = Some(me);
         // A cancel before this point finds the flag; one after it finds the
         // thread in the wait (see `cancel` for the moment between).
         let result = if self.cancelled.load(Ordering::SeqCst) {
@@ -54,18 +54,21 @@ impl KernelWait {
     /// [`reset`]: Self::reset
     pub(crate) fn cancel(&self) {
         self.cancelled.store(true, Ordering::SeqCst);
-        let Some(thread) = self.thread.lock().unwrap().clone() else {
+        // Held throughout: the waiter takes it to leave `run`, so it cannot
+        // have gone on to other I/O of its own, which a cancel would end.
+        let thread = self.thread.lock().unwrap();
+        let Some(thread) = thread.as_ref() else {
             return;
         };
         // The thread may be between its look at the flag and the kernel:
         // try again while it has not entered the wait, a few microseconds.
+        // (A wait that ended by itself meanwhile is not found either.)
         for _ in 0..100 {
-            // SAFETY: a thread handle we own (the Arc keeps it open).
+            // SAFETY: a thread handle we own.
             if unsafe { CancelSynchronousIo(thread.as_raw_handle() as HANDLE) } != 0 {
                 return;
             }
-            let gone = self.thread.lock().unwrap().is_none();
-            if gone || io::Error::last_os_error().raw_os_error() != Some(ERROR_NOT_FOUND as i32) {
+            if io::Error::last_os_error().raw_os_error() != Some(ERROR_NOT_FOUND as i32) {
                 return;
             }
             std::thread::yield_now();

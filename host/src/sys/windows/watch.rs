@@ -21,6 +21,7 @@ use super::DirFd;
 /// the timeout of [`DirWatch::wait`] wakes the waiter: the polling
 /// fallback.
 pub(crate) struct DirWatch {
+    /// `None` once the directory cannot be (or can no longer be) watched.
     watch: Option<Watch>,
 }
 
@@ -32,6 +33,21 @@ struct Watch {
     /// Where the pending read writes: boxed, so it stays put while the
     /// read is pending, until `Drop` has cancelled it.
     io: Box<Pending>,
+    /// Whether a read was started and has not been seen to end: only then
+    /// may `Drop` wait for it (a wait for a read never started would last
+    /// forever).
+    pending: bool,
+}
+
+/// What a wait on the pending read saw.
+enum Seen {
+    /// Nothing changed within the wait.
+    Quiet,
+    /// Something changed; the next read is pending.
+    Changed,
+    /// The read failed or could not be started again (the directory went,
+    /// say): the watch is of no more use.
+    Broken,
 }
 
 struct Pending {
@@ -59,8 +75,13 @@ impl DirWatch {
             // Changes gathered since the last read come in batches; a
             // bound, should the directory never stop changing.
             for _ in 0..64 {
-                if !w.wait(0) {
-                    break;
+                match w.wait(0) {
+                    Seen::Changed => continue,
+                    Seen::Quiet => break,
+                    Seen::Broken => {
+                        self.watch = None;
+                        break;
+                    }
                 }
             }
         }
@@ -68,8 +89,15 @@ impl DirWatch {
 
     /// Waits for a change or for `timeout`, whichever comes first.
     pub(crate) fn wait(&mut self, timeout: Duration) {
+        let ms = timeout.as_millis().min(u128::from(u32::MAX - 1)) as u32;
         match &mut self.watch {
-            Some(w) => drop(w.wait(timeout.as_millis().min(u128::from(u32::MAX - 1)) as u32)),
+            Some(w) => {
+                if let Seen::Broken = w.wait(ms) {
+                    // Back to the timer: a broken read would otherwise end
+                    // every wait at once, a busy loop.
+                    self.watch = None;
+                }
+            }
             None => std::thread::sleep(timeout),
         }
     }
@@ -107,7 +135,12 @@ impl Watch {
             buf: [0; 256],
         });
         io.overlapped.hEvent = event.as_raw_handle() as HANDLE;
-        let mut watch = Watch { dir, event, io };
+        let mut watch = Watch {
+            dir,
+            event,
+            io,
+            pending: false,
+        };
         watch.read()?;
         Ok(watch)
     }
@@ -132,39 +165,51 @@ impl Watch {
         if ok == 0 {
             return Err(io::Error::last_os_error());
         }
+        self.pending = true;
         Ok(())
     }
 
     /// Waits up to `ms` for the pending read to complete; if it did, starts
-    /// the next one (the changes only say "look again") and says so.
-    fn wait(&mut self, ms: u32) -> bool {
+    /// the next one (the changes only say "look again").
+    fn wait(&mut self, ms: u32) -> Seen {
+        if !self.pending {
+            return Seen::Broken;
+        }
         let event = self.event.as_raw_handle() as HANDLE;
         // SAFETY: a valid event handle.
         if unsafe { WaitForSingleObject(event, ms) } != WAIT_OBJECT_0 {
-            return false;
+            return Seen::Quiet;
         }
         let mut n = 0;
         // SAFETY: the read `self.io` describes, which the event says is
         // done: the system no longer writes `io`. The event is reset before
         // the next read starts, which sets it again when it completes.
-        unsafe {
-            GetOverlappedResult(
+        let ok = unsafe {
+            let ok = GetOverlappedResult(
                 self.dir.as_raw_handle() as HANDLE,
                 &self.io.overlapped,
                 &mut n,
                 0,
             );
             ResetEvent(event);
+            ok
+        };
+        self.pending = false;
+        // A read that overflowed its buffer succeeds with no bytes: still
+        // a change. A failed one (the directory deleted) would fail again
+        // at once, every time.
+        if ok == 0 || self.read().is_err() {
+            return Seen::Broken;
         }
-        // A failed restart leaves the event unsignalled: the waiter falls
-        // back to its timeouts.
-        let _ = self.read();
-        true
+        Seen::Changed
     }
 }
 
 impl Drop for Watch {
     fn drop(&mut self) {
+        if !self.pending {
+            return;
+        }
         let dir = self.dir.as_raw_handle() as HANDLE;
         let mut n = 0;
         // SAFETY: cancels our own pending read, then waits for it to end,

@@ -23,11 +23,13 @@ pub(crate) fn inheritable(file: &File) -> Inheritable {
 pub(crate) const TERMINATE: &str = "SIGTERM";
 
 /// `-c LINE` as a command: the user's shell, as flock(1) runs it.
-pub(crate) fn shell_command(line: &OsString) -> Vec<OsString> {
+pub(crate) fn shell_command(line: &OsString) -> Command {
     let shell = std::env::var_os("SHELL")
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "/bin/sh".into());
-    vec![shell, "-c".into(), line.clone()]
+    let mut command = Command::new(shell);
+    command.arg("-c").arg(line);
+    command
 }
 
 /// Runs `cmd` in place of this process; returns only its failure.

@@ -6,6 +6,7 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io;
+use std::os::windows::process::CommandExt;
 use std::process::Command;
 
 use windows_sys::Win32::Foundation::{
@@ -32,13 +33,21 @@ pub(crate) fn pass_on(_: &mut Command, _: Inheritable) {}
 /// How the command is stopped when the lock is lost, for messages.
 pub(crate) const TERMINATE: &str = "TerminateProcess";
 
-/// `-c LINE` as a command: `%COMSPEC% /C LINE`, as a Windows shell runs a
-/// line.
-pub(crate) fn shell_command(line: &OsString) -> Vec<OsString> {
+/// `-c LINE` as a command: `%COMSPEC% /D /S /C "LINE"`, the line passed as
+/// it was written. cmd.exe does not read its command line by the rules
+/// other programs do, so the quoting `Command::arg` adds would reach the
+/// line (`\"` for a quote); with `/S` it drops just the outer quotes. (`/D`:
+/// no AutoRun commands, as `sh -c` reads no profile.)
+pub(crate) fn shell_command(line: &OsString) -> Command {
     let shell = std::env::var_os("COMSPEC")
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "cmd.exe".into());
-    vec![shell, "/C".into(), line.clone()]
+    let mut raw = OsString::from("/D /S /C \"");
+    raw.push(line);
+    raw.push("\"");
+    let mut command = Command::new(shell);
+    command.raw_arg(raw);
+    command
 }
 
 /// There is no `exec` on Windows.
