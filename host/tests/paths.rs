@@ -79,6 +79,68 @@ fn fifos_and_devices_are_refused_at_once_without_hanging() {
     assert!(t.elapsed() < std::time::Duration::from_secs(2));
 }
 
+/// Two spellings that differ only in case are one file where the file
+/// system folds case (NTFS; APFS by default) and two elsewhere (ext4,
+/// tmpfs): one lock there, OS and soft, in this process and from another
+/// one; two locks elsewhere. On Windows it must fold.
+#[test]
+fn names_that_differ_in_case_are_one_lock_where_they_are_one_file() {
+    for kind in [wasmlock::Kind::Os, wasmlock::Kind::Soft] {
+        let dir = tmp();
+        let (lower, upper) = (dir.path().join("case.lock"), dir.path().join("CASE.LOCK"));
+        let lock = |path: &Path| FileLock::builder(path).kind(kind).build().unwrap();
+        let first = lock(&lower);
+        let held = first.try_lock().unwrap();
+        // The file system's own answer: the lock file or marker exists now.
+        let one_file = upper.exists();
+        assert!(one_file || !cfg!(windows), "{kind:?}: Windows folds case");
+        let here = lock(&upper).try_lock().map(drop);
+        let k = if kind == wasmlock::Kind::Soft {
+            "soft"
+        } else {
+            "os"
+        };
+        let mut child = Child::spawn(&["try", p(&upper), "ex", k]);
+        let there = child.expect("RESULT", LONG);
+        child.finish();
+        if one_file {
+            assert_eq!(here.unwrap_err().kind(), ErrorKind::WouldBlock, "{kind:?}");
+            assert_eq!(there, "WouldBlock", "{kind:?}");
+        } else {
+            here.unwrap();
+            assert_eq!(there, "ok", "{kind:?}");
+        }
+        drop(held);
+    }
+}
+
+/// A file opened for overlapped I/O cannot be locked by a call that
+/// returns once the lock is granted: refused, naming the problem, before
+/// any lock is asked for. The same file opened as `std` opens files locks.
+#[cfg(windows)]
+#[test]
+fn a_file_opened_for_overlapped_io_is_refused() {
+    use std::os::windows::fs::OpenOptionsExt;
+    const FILE_FLAG_OVERLAPPED: u32 = 0x4000_0000;
+    let dir = tmp();
+    let path = dir.path().join("overlapped.dat");
+    let open = |flags| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .custom_flags(flags)
+            .open(&path)
+            .unwrap()
+    };
+    let refused = FileLock::from_file(open(FILE_FLAG_OVERLAPPED))
+        .and_then(|l| l.try_lock().map(drop))
+        .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Unsupported, "{refused}");
+    assert!(refused.to_string().contains("overlapped"), "{refused}");
+    drop(FileLock::from_file(open(0)).unwrap().try_lock().unwrap());
+}
+
 // Unix permission bits.
 #[cfg(unix)]
 #[test]

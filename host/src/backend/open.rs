@@ -27,6 +27,12 @@ pub(crate) struct Opened {
 /// An OS lock on a file the caller opened.
 pub(crate) fn open_file(file: &File, display: &Path) -> Result<Opened> {
     let io = |e| Error::from_io(e, display);
+    if !sys::is_synchronous(file).map_err(io)? {
+        return Err(Error::new(ErrorKind::Unsupported, display).with_detail(
+            "the file was opened for overlapped I/O, which a kernel lock cannot wait on; \
+                 open it without FILE_FLAG_OVERLAPPED",
+        ));
+    }
     let st = sys::fstat(file).map_err(io)?;
     let dup = file.try_clone().map_err(io)?;
     let display = display.to_path_buf();

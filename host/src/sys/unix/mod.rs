@@ -53,6 +53,12 @@ pub(crate) fn dir_fd(dir: cap_std::fs::Dir) -> DirFd {
     OwnedFd::from(dir.into_std_file())
 }
 
+/// Whether `file` can be locked with a call that returns once the lock is
+/// granted: always, on Unix (see the Windows one).
+pub(crate) fn is_synchronous(_: &File) -> io::Result<bool> {
+    Ok(true)
+}
+
 /// Takes a soft-lock marker's turn (see `SoftBackend::take_over`) unless
 /// someone has it: the whole-file `flock`, which keeps no one from reading
 /// the marker. `Ok(false)`: someone has it.

@@ -11,7 +11,9 @@ use std::os::windows::io::AsRawHandle;
 use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
 use cap_std::fs::{OpenOptions, OpenOptionsExt};
 use windows_sys::Wdk::Storage::FileSystem::{
-    FILE_RENAME_INFORMATION, FileRenameInformation, NtSetInformationFile,
+    FILE_MODE_INFORMATION, FILE_RENAME_INFORMATION, FILE_SYNCHRONOUS_IO_ALERT,
+    FILE_SYNCHRONOUS_IO_NONALERT, FileModeInformation, FileRenameInformation,
+    NtQueryInformationFile, NtSetInformationFile,
 };
 use windows_sys::Win32::Foundation::{
     ERROR_INVALID_PARAMETER, ERROR_NOT_SUPPORTED, GENERIC_READ, GENERIC_WRITE, HANDLE,
@@ -229,6 +231,33 @@ pub(crate) fn lstat_at(dir: &DirFd, name: &Name) -> io::Result<Stat> {
 /// The information of an open file.
 pub(crate) fn fstat(file: &File) -> io::Result<Stat> {
     stat_handle(file.as_raw_handle() as HANDLE)
+}
+
+/// Whether `file` was opened for synchronous I/O, as `std` opens files.
+/// One opened for overlapped I/O cannot be locked by us: `LockFileEx` on it
+/// returns before the lock is granted, and the system would write to the
+/// call's `OVERLAPPED` after it has gone.
+pub(crate) fn is_synchronous(file: &File) -> io::Result<bool> {
+    let mut info = FILE_MODE_INFORMATION::default();
+    // SAFETY: plain old data; all-zero is a valid value.
+    let mut status: IO_STATUS_BLOCK = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid handle, a status block and a structure of the size
+    // given.
+    let rc = unsafe {
+        NtQueryInformationFile(
+            file.as_raw_handle() as HANDLE,
+            &mut status,
+            (&mut info as *mut FILE_MODE_INFORMATION).cast::<c_void>(),
+            std::mem::size_of::<FILE_MODE_INFORMATION>() as u32,
+            FileModeInformation,
+        )
+    };
+    if rc < 0 {
+        // SAFETY: maps a status code; no memory is involved.
+        let code = unsafe { RtlNtStatusToDosError(rc) };
+        return Err(io::Error::from_raw_os_error(code as i32));
+    }
+    Ok(info.Mode & (FILE_SYNCHRONOUS_IO_ALERT | FILE_SYNCHRONOUS_IO_NONALERT) != 0)
 }
 
 /// The information of the directory open as `dir`.

@@ -12,8 +12,8 @@ mod kernel_wait;
 mod watch;
 
 pub(crate) use at::{
-    dir_names, dir_stat, discard_unnamed, fchmod, fd_path, fstat, link_at, lstat_at, open_at,
-    open_unnamed_at, random_hex, rename_at, unlink_at,
+    dir_names, dir_stat, discard_unnamed, fchmod, fd_path, fstat, is_synchronous, link_at,
+    lstat_at, open_at, open_unnamed_at, random_hex, rename_at, unlink_at,
 };
 pub(crate) use byte_lock::{Turnstile, lock_held, marker_turn_release, marker_turn_try};
 #[cfg(feature = "etcd")]
