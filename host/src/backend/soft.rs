@@ -294,9 +294,20 @@ impl SoftBackend {
         Ok(false)
     }
 
-    /// `{name}.break.`: what a breaker's private name starts with.
+    /// `{name}.break.`: what a breaker's private name starts with. A long
+    /// name is cut short, leaving room for `{pid}.{32 hex}` within the 255
+    /// bytes a file name may have; two locks whose names start alike then
+    /// share a prefix, which is safe: the sweep judges what a file holds,
+    /// never a live holder's marker.
     fn break_prefix(&self) -> String {
-        format!("{}.break.", self.name.to_string_lossy())
+        /// `.break.`, a pid of up to 10 digits, a dot and 32 hex digits.
+        const SUFFIX: usize = 7 + 10 + 1 + 32;
+        let name = self.name.to_string_lossy();
+        let mut end = name.len().min(255 - SUFFIX);
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}.break.", &name[..end])
     }
 
     /// Deletes markers that a breaker moved aside and died before deleting,
@@ -689,21 +700,28 @@ mod tests {
         assert!(!dir.path().join("t.lock").exists());
     }
 
-    /// A name near the file-name limit leaves no room for a private name
-    /// beside it (where Windows writes a marker first): the lock still
-    /// works, its markers created, then written.
+    /// Names near the file-name limit leave no room for a private name
+    /// beside them (where Windows writes a marker first, and where a
+    /// breaker moves a stale one): such a lock still works, and a stale
+    /// marker under such a name is broken like any other. In ASCII, and in
+    /// two-byte characters (UTF-8 bytes and UTF-16 units count apart).
     #[test]
-    fn a_lock_whose_name_is_near_the_limit_works() {
+    fn locks_with_names_near_the_limit_work_and_their_stale_markers_break() {
         let dir = tempfile::tempdir().unwrap();
-        let name = format!("{}.lock", "n".repeat(245));
-        let soft = backend(dir.path(), &name);
-        assert!(soft.try_acquire(Mode::Exclusive).unwrap());
-        let other = backend(dir.path(), &name);
-        assert!(!other.try_acquire(Mode::Exclusive).unwrap(), "taken");
-        soft.release(Mode::Exclusive).unwrap();
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-        assert!(other.try_acquire(Mode::Exclusive).unwrap());
-        other.release(Mode::Exclusive).unwrap();
+        for name in [
+            format!("{}.lock", "n".repeat(245)),
+            format!("{}.lock", "é".repeat(120)),
+        ] {
+            let soft = backend(dir.path(), &name);
+            assert!(soft.try_acquire(Mode::Exclusive).unwrap());
+            let other = backend(dir.path(), &name);
+            assert!(!other.try_acquire(Mode::Exclusive).unwrap(), "taken");
+            soft.release(Mode::Exclusive).unwrap();
+            let breaker = with_stale_marker(dir.path(), &name);
+            assert!(breaker.try_acquire(Mode::Exclusive).unwrap(), "broken");
+            breaker.release(Mode::Exclusive).unwrap();
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        }
     }
 
     /// Windows' byte-range locks are mandatory: a turn that covered the

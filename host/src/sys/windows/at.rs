@@ -96,8 +96,12 @@ pub(crate) fn open_unnamed_at(dir: &DirFd, name: &Name, _mode: u32) -> io::Resul
         random_hex()
     )));
     // A name near the limit leaves no room for the private one: markers
-    // under it are created, then written.
-    if private.as_os_str().encode_wide().count() > MAX_COMPONENT {
+    // under it are created, then written. The limit counted both ways:
+    // NTFS counts UTF-16 units, a share served from a Unix file system (or
+    // wine) counts UTF-8 bytes.
+    let utf16 = private.as_os_str().encode_wide().count();
+    let utf8 = private.as_os_str().to_string_lossy().len();
+    if utf16.max(utf8) > MAX_COMPONENT {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "the lock's name leaves no room for a private name beside it",
@@ -114,7 +118,8 @@ pub(crate) fn open_unnamed_at(dir: &DirFd, name: &Name, _mode: u32) -> io::Resul
     Ok(dir.open_with(private.as_os_str(), &opts)?.into_std())
 }
 
-/// The longest file name NTFS, ReFS and FAT take, in UTF-16 units.
+/// The longest file name NTFS, ReFS and FAT take, in UTF-16 units, and
+/// Unix file systems in bytes.
 const MAX_COMPONENT: usize = 255;
 
 /// Deletes a file from [`open_unnamed_at`] that will not be named after
