@@ -46,10 +46,15 @@ pub(crate) fn open_at(dir: &DirFd, name: &CStr, how: Create, mode: u32) -> io::R
 /// A file in `dir` that has no name yet (`O_TMPFILE`): whatever is written
 /// to it appears all at once when [`link_at`] names it. Fails with
 /// `Unsupported` where the file system or the platform cannot do that.
-/// (`name`, the name it will get, is for systems where a private name
-/// stands in for none.)
+/// (`name`, the name it will get, and `private`, the start of a private
+/// name, are for systems where a private name stands in for none.)
 #[cfg(target_os = "linux")]
-pub(crate) fn open_unnamed_at(dir: &DirFd, _name: &CStr, mode: u32) -> io::Result<File> {
+pub(crate) fn open_unnamed_at(
+    dir: &DirFd,
+    _name: &CStr,
+    _private: &str,
+    mode: u32,
+) -> io::Result<File> {
     let flags = libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC;
     loop {
         // SAFETY: valid dir fd and a NUL-terminated name ("." is the dir).
@@ -72,7 +77,7 @@ pub(crate) fn open_unnamed_at(dir: &DirFd, _name: &CStr, mode: u32) -> io::Resul
 }
 
 #[cfg(not(target_os = "linux"))]
-pub(crate) fn open_unnamed_at(_: &DirFd, _: &CStr, _: u32) -> io::Result<File> {
+pub(crate) fn open_unnamed_at(_: &DirFd, _: &CStr, _: &str, _: u32) -> io::Result<File> {
     Err(io::ErrorKind::Unsupported.into())
 }
 

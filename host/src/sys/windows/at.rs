@@ -76,37 +76,30 @@ pub(crate) fn open_at(dir: &DirFd, name: &Name, how: Create, _mode: u32) -> io::
 }
 
 /// Windows has no unnamed files: the file is made under a private name
-/// beside `name` (`{name}.break.{pid}.{32 hex}`, the names breakers use for
-/// markers they move aside, which the sweep for stranded files knows), to
-/// be written and then renamed to `name` by [`link_at`]. A process killed
-/// before that leaves only the private name, never a half-written `name`.
+/// beside `name`, `{private}{pid}.{32 hex}` (`private` is the start of the
+/// names breakers use for markers they move aside, which the sweep for
+/// stranded files knows, and leaves room for the rest), to be written and
+/// then renamed to `name` by [`link_at`]. A process killed before that
+/// leaves only the private name, never a half-written `name`.
 /// `AlreadyExists` if `name` is taken already: a waiter that tries again
 /// and again makes no private files meanwhile, so one killed while waiting
 /// most likely leaves none (and the sweep takes any it does).
-pub(crate) fn open_unnamed_at(dir: &DirFd, name: &Name, _mode: u32) -> io::Result<File> {
+pub(crate) fn open_unnamed_at(
+    dir: &DirFd,
+    name: &Name,
+    private: &str,
+    _mode: u32,
+) -> io::Result<File> {
     match lstat_at(dir, name) {
         Ok(_) => return Err(io::ErrorKind::AlreadyExists.into()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
     let private = Name(OsString::from(format!(
-        "{}.break.{}.{}",
-        name.to_string_lossy(),
+        "{private}{}.{}",
         std::process::id(),
         random_hex()
     )));
-    // A name near the limit leaves no room for the private one: markers
-    // under it are created, then written. The limit counted both ways:
-    // NTFS counts UTF-16 units, a share served from a Unix file system (or
-    // wine) counts UTF-8 bytes.
-    let utf16 = private.as_os_str().encode_wide().count();
-    let utf8 = private.as_os_str().to_string_lossy().len();
-    if utf16.max(utf8) > MAX_COMPONENT {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "the lock's name leaves no room for a private name beside it",
-        ));
-    }
     let mut opts = OpenOptions::new();
     opts.read(true)
         .write(true)
@@ -117,10 +110,6 @@ pub(crate) fn open_unnamed_at(dir: &DirFd, name: &Name, _mode: u32) -> io::Resul
         .follow(FollowSymlinks::No);
     Ok(dir.open_with(private.as_os_str(), &opts)?.into_std())
 }
-
-/// The longest file name NTFS, ReFS and FAT take, in UTF-16 units, and
-/// Unix file systems in bytes.
-const MAX_COMPONENT: usize = 255;
 
 /// Deletes a file from [`open_unnamed_at`] that will not be named after
 /// all (writing it failed): nobody else knows its private name.

@@ -5,7 +5,9 @@ use std::io;
 use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
 use std::time::Duration;
 
-use windows_sys::Win32::Foundation::{HANDLE, INVALID_HANDLE_VALUE, WAIT_OBJECT_0};
+use windows_sys::Win32::Foundation::{
+    ERROR_NOTIFY_ENUM_DIR, HANDLE, INVALID_HANDLE_VALUE, WAIT_OBJECT_0,
+};
 use windows_sys::Win32::Storage::FileSystem::{
     FILE_FLAG_BACKUP_SEMANTICS, FILE_FLAG_OVERLAPPED, FILE_LIST_DIRECTORY,
     FILE_NOTIFY_CHANGE_FILE_NAME, FILE_SHARE_DELETE, FILE_SHARE_READ, FILE_SHARE_WRITE, ReOpenFile,
@@ -184,21 +186,24 @@ impl Watch {
         // SAFETY: the read `self.io` describes, which the event says is
         // done: the system no longer writes `io`. The event is reset before
         // the next read starts, which sets it again when it completes.
-        let ok = unsafe {
+        let failed = unsafe {
             let ok = GetOverlappedResult(
                 self.dir.as_raw_handle() as HANDLE,
                 &self.io.overlapped,
                 &mut n,
                 0,
             );
+            let failed = (ok == 0).then(io::Error::last_os_error);
             ResetEvent(event);
-            ok
+            failed
         };
         self.pending = false;
-        // A read that overflowed its buffer succeeds with no bytes: still
-        // a change. A failed one (the directory deleted) would fail again
-        // at once, every time.
-        if ok == 0 || self.read().is_err() {
+        // A read whose changes overflowed its buffer succeeds with no
+        // bytes, or (SMB, wine) fails with ERROR_NOTIFY_ENUM_DIR: still a
+        // change. Any other failure (the directory deleted) would fail
+        // again at once, every time.
+        let broken = failed.is_some_and(|e| e.raw_os_error() != Some(ERROR_NOTIFY_ENUM_DIR as i32));
+        if broken || self.read().is_err() {
             return Seen::Broken;
         }
         Seen::Changed
