@@ -30,6 +30,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 pub(crate) struct SoftBackend {
     dir: Arc<DirFd>,
     name: Name,
+    /// [`break_prefix`] of `name`, made once: every attempt may need it.
+    break_prefix: String,
     path: PathBuf,
     mode: u32,
     /// The marker we created, while we hold it. Keeping it open pins its
@@ -59,6 +61,7 @@ impl SoftBackend {
     ) -> SoftBackend {
         SoftBackend {
             dir,
+            break_prefix: break_prefix(&name),
             name,
             path,
             // Like py-filelock: nobody but the owner's group may rewrite a marker.
@@ -94,8 +97,8 @@ impl SoftBackend {
     /// file that py-filelock — and so we — must take for a live holder.
     fn publish_whole(&self) -> io::Result<bool> {
         let dir = &*self.dir;
-        let private = self.break_prefix();
-        let mut file = match sys::open_unnamed_at(dir, &self.name, &private, self.mode) {
+        let private = &self.break_prefix;
+        let mut file = match sys::open_unnamed_at(dir, &self.name, private, self.mode) {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
             opened => opened?,
         };
@@ -260,12 +263,7 @@ impl SoftBackend {
         }
         // The same pattern as py-filelock, so its recovery of stranded markers
         // also recognises ours.
-        let aside = format!(
-            "{}{}.{}",
-            self.break_prefix(),
-            sys::pid(),
-            sys::random_hex()
-        );
+        let aside = format!("{}{}.{}", self.break_prefix, sys::pid(), sys::random_hex());
         let aside = sys::name(OsStr::new(&aside)).expect("no NUL");
         match sys::rename_at(dir, &self.name, &aside, true) {
             Ok(()) => {}
@@ -295,23 +293,6 @@ impl SoftBackend {
         Ok(false)
     }
 
-    /// `{name}.break.`: what a breaker's private name starts with (and, on
-    /// Windows, a writer's: see `sys::open_unnamed_at`). A long
-    /// name is cut short, leaving room for `{pid}.{32 hex}` within the 255
-    /// bytes a file name may have; two locks whose names start alike then
-    /// share a prefix, which is safe: the sweep judges what a file holds,
-    /// never a live holder's marker.
-    fn break_prefix(&self) -> String {
-        /// `.break.`, a pid of up to 10 digits, a dot and 32 hex digits.
-        const SUFFIX: usize = 7 + 10 + 1 + 32;
-        let name = self.name.to_string_lossy();
-        let mut end = name.len().min(255 - SUFFIX);
-        while !name.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{}.break.", &name[..end])
-    }
-
     /// Deletes markers that a breaker moved aside and died before deleting,
     /// or that a writer on Windows died before naming (run after a break,
     /// the one moment stranded files are known to be likely):
@@ -328,12 +309,12 @@ impl SoftBackend {
             }
             *last = Some(Instant::now());
         }
-        let prefix = self.break_prefix();
+        let prefix = self.break_prefix.as_str();
         let Ok(names) = sys::dir_names(&self.dir) else {
             return;
         };
         for name in names {
-            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
                 continue;
             };
             let Some((pid, hex)) = rest.split_once('.') else {
@@ -597,6 +578,23 @@ impl Backend for SoftBackend {
                 .with_detail("the marker changed while breaking it; look again"))
         }
     }
+}
+
+/// `{name}.break.`: what a breaker's private name starts with (and, on
+/// Windows, a writer's: see `sys::open_unnamed_at`). A long name is cut
+/// short, leaving room for `{pid}.{32 hex}` within the 255 bytes a file
+/// name may have; two locks whose names start alike then share a prefix,
+/// which is safe: the sweep judges what a file holds, never a live
+/// holder's marker.
+fn break_prefix(name: &Name) -> String {
+    /// `.break.`, a pid of up to 10 digits, a dot and 32 hex digits.
+    const SUFFIX: usize = 7 + 10 + 1 + 32;
+    let name = name.to_string_lossy();
+    let mut end = name.len().min(255 - SUFFIX);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}.break.", &name[..end])
 }
 
 /// This process's marker bytes. Made once per process: the start token

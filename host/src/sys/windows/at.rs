@@ -157,8 +157,7 @@ pub(crate) fn link_at(file: &File, dir: &DirFd, name: &Name) -> io::Result<()> {
     if rc >= 0 {
         return Ok(());
     }
-    // SAFETY: maps a status code; no memory is involved.
-    let err = io::Error::from_raw_os_error(unsafe { RtlNtStatusToDosError(rc) } as i32);
+    let err = nt_error(rc);
     // Nobody else knows the private name: it goes with our handle.
     let _ = set_delete(file);
     // A file system that cannot rename by handle (some network
@@ -169,6 +168,12 @@ pub(crate) fn link_at(file: &File, dir: &DirFd, name: &Name) -> io::Result<()> {
         }
         _ => Err(err),
     }
+}
+
+/// A failed `Nt*` call's status as the Win32 error it stands for.
+fn nt_error(status: i32) -> io::Error {
+    // SAFETY: maps a status code; no memory is involved.
+    io::Error::from_raw_os_error(unsafe { RtlNtStatusToDosError(status) } as i32)
 }
 
 /// 100-nanosecond ticks since 1601 to nanoseconds since 1970.
@@ -247,9 +252,7 @@ pub(crate) fn is_synchronous(file: &File) -> io::Result<bool> {
         )
     };
     if rc < 0 {
-        // SAFETY: maps a status code; no memory is involved.
-        let code = unsafe { RtlNtStatusToDosError(rc) };
-        return Err(io::Error::from_raw_os_error(code as i32));
+        return Err(nt_error(rc));
     }
     Ok(info.Mode & (FILE_SYNCHRONOUS_IO_ALERT | FILE_SYNCHRONOUS_IO_NONALERT) != 0)
 }

@@ -73,35 +73,33 @@ impl DirWatch {
     /// Forgets the changes seen so far: a wait after this wakes only for
     /// what happens from now on.
     pub(crate) fn clear(&mut self) {
-        if let Some(w) = &mut self.watch {
-            // Changes gathered since the last read come in batches; a
-            // bound, should the directory never stop changing.
-            for _ in 0..64 {
-                match w.wait(0) {
-                    Seen::Changed => continue,
-                    Seen::Quiet => break,
-                    Seen::Broken => {
-                        self.watch = None;
-                        break;
-                    }
-                }
+        // Changes gathered since the last read come in batches; a bound,
+        // should the directory never stop changing. (No watch: nothing to
+        // forget, and `look` says so at once.)
+        for _ in 0..64 {
+            if !matches!(self.look(0), Seen::Changed) {
+                break;
             }
         }
     }
 
     /// Waits for a change or for `timeout`, whichever comes first.
     pub(crate) fn wait(&mut self, timeout: Duration) {
-        let ms = timeout.as_millis().min(u128::from(u32::MAX - 1)) as u32;
-        match &mut self.watch {
-            Some(w) => {
-                if let Seen::Broken = w.wait(ms) {
-                    // Back to the timer: a broken read would otherwise end
-                    // every wait at once, a busy loop.
-                    self.watch = None;
-                }
-            }
-            None => std::thread::sleep(timeout),
+        if self.watch.is_none() {
+            return std::thread::sleep(timeout);
         }
+        self.look(timeout.as_millis().min(u128::from(u32::MAX - 1)) as u32);
+    }
+
+    /// One wait of the watch, which goes once it is broken: back to the
+    /// timer, as a broken read would otherwise end every wait at once, a
+    /// busy loop.
+    fn look(&mut self, ms: u32) -> Seen {
+        let seen = self.watch.as_mut().map_or(Seen::Broken, |w| w.wait(ms));
+        if let Seen::Broken = seen {
+            self.watch = None;
+        }
+        seen
     }
 }
 
